@@ -1,0 +1,32 @@
+"""Where a task's outputs go: ``<artifact_root>/<node>/v<version>/<run_id>/``.
+
+Each successful task gets ``result.json`` and ``metadata.json`` there; each
+failure gets ``errors/<run_id>/<node>-<attempt>.json`` and a line in
+``failed_tasks.log`` (both under the artifact root).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def task_dir(root: Path, node: str, version: str, run_id: str) -> Path:
+    return root / node / f"v{version}" / run_id
+
+
+def error_report_path(root: Path, run_id: str, node: str, attempt: int) -> Path:
+    return root / "errors" / run_id / f"{node}-{attempt}.json"
+
+
+def failed_log_path(root: Path) -> Path:
+    return root / "failed_tasks.log"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically (temp file + rename) so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,145 @@
+"""The Python client: submit, status, wait, cancel. The CLI (and later the API) call this.
+
+>>> client = Client(load_settings(redis_url="redis://..."))
+>>> run_id = client.submit(pipeline)
+>>> client.wait(run_id).state
+'succeeded'
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import redis
+
+from orchestrator.compile import node_records, templates
+from orchestrator.errors import ParamOverrideError, RedisUnavailable
+from orchestrator.model import Pipeline
+from orchestrator.plan import ExecutionPlan, build_plan
+from orchestrator.settings import Settings
+from orchestrator.store import RunSnapshot, RunStore, connect
+
+T = TypeVar("T")
+
+
+def _redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn connection problems into one clear :class:`RedisUnavailable`."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Client, *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self.safe_url}: {exc}") from exc
+        except redis.ResponseError as exc:
+            raise RedisUnavailable(f"Redis at {self.safe_url} refused the command: {exc}") from exc
+
+    return wrapper
+
+
+class Client:
+    """Talks to the run ledger in Redis; needs no worker on this host."""
+
+    def __init__(self, settings: Settings) -> None:
+        from workers.app import create_app  # the Celery app: message templates and revoke
+
+        self.settings = settings
+        self.store = RunStore(connect(settings.redis_url_value()), settings.run_ttl_s)
+        self.app = create_app(settings)
+
+    @property
+    def safe_url(self) -> str:
+        from orchestrator.redact import redact
+
+        return str(redact(self.settings.redis_url_value()))
+
+    def plan(self, pipeline: Pipeline) -> ExecutionPlan:
+        """Validate and plan (raises :class:`PipelineInvalid`); touches no Redis."""
+        return build_plan(pipeline, self.settings.default_queue, self.settings.max_chain)
+
+    @_redis_errors
+    def submit(self, pipeline: Pipeline, params: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+        """Validate, create the run in Redis and dispatch its roots; returns the ``run_id`` at once.
+
+        Raises:
+            PipelineInvalid: before anything is written.
+            RedisUnavailable: Redis unreachable or refused the write (nothing half-created is left).
+        """
+        if params:
+            pipeline = pipeline.with_params(params)
+        plan = self.plan(pipeline)
+        run_id = self.store.reserve_run_id()
+        self.store.create_run(
+            run_id,
+            meta={"pipeline": plan.pipeline, "source": pipeline.source or "", "created_at": f"{time.time():.6f}"},
+            records=node_records(self.app, run_id, plan),
+            pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
+            templates=templates(self.app, plan),
+        )
+        self.store.dispatch(run_id, plan.roots)
+        return run_id
+
+    @_redis_errors
+    def status(self, run_id: str, detail: bool = True) -> RunSnapshot:
+        return self.store.snapshot(run_id, detail=detail)
+
+    @_redis_errors
+    def runs(self, limit: int = 20) -> list[RunSnapshot]:
+        return self.store.recent_runs(limit)
+
+    @_redis_errors
+    def results(self, run_id: str) -> dict[str, Any]:
+        return self.store.results(run_id)
+
+    @_redis_errors
+    def cancel(self, run_id: str) -> str:
+        """Set the persistent cancel flag and terminate running attempts; returns the run's state."""
+        status, running = self.store.cancel(run_id)
+        if running:
+            self.app.control.revoke(running, terminate=True, signal="SIGTERM")
+        return self.store.snapshot(run_id, detail=False).state if status == "ok" else status
+
+    @_redis_errors
+    def wait(
+        self,
+        run_id: str,
+        timeout_s: float | None = None,
+        poll_s: float = 0.2,
+        on_update: Callable[[RunSnapshot], None] | None = None,
+        detail: bool = True,
+    ) -> RunSnapshot:
+        """Poll until the run is terminal (or ``timeout_s``); ``on_update`` sees each snapshot."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            snap = self.store.snapshot(run_id, detail=detail)
+            if on_update is not None:
+                on_update(snap)
+            if snap.finished or (deadline is not None and time.monotonic() >= deadline):
+                return snap
+            time.sleep(poll_s)
+
+
+def parse_param_overrides(items: list[str], pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """``["clean.max_error_rate=0.1", ...]`` -> ``{"clean": {"max_error_rate": 0.1}}``.
+
+    Values are parsed as JSON when they can be (numbers, booleans, lists), else kept as strings.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    names = set(pipeline.node_names)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        node, dot, field = key.partition(".")
+        if not sep or not dot or not node or not field:
+            raise ParamOverrideError(f"--param {item!r}: expected TASK.FIELD=VALUE")
+        if node not in names:
+            raise ParamOverrideError(f"--param {item!r}: pipeline has no task '{node}'")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(node, {})[field] = value
+    return out

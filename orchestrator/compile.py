@@ -1,0 +1,109 @@
+"""Compile an :class:`ExecutionPlan` into what the ledger dispatches.
+
+Two products, both stored once per run:
+
+* a *node record* per node (JSON): task name, queue, parents, children,
+  trigger rule, params, and for a segment head with followers the rest of its
+  Celery chain (thin immutable ``.si(run_id, node)`` signatures);
+* a *message template* per task: a complete kombu/Redis envelope of a Celery
+  protocol-2 message, built by Celery itself (``app.amqp.as_task_v2``), with
+  placeholders ``@@ID@@``, ``@@RUN@@``, ``@@NODE@@`` and ``"@@BODY@@"`` that
+  ``ledger.lua`` fills in when it LPUSHes a ready node.
+
+Messages therefore carry ids only: their size does not depend on the DAG.
+The body is left without ``body_encoding`` (plain JSON, no base64) so a Lua
+script can write it; kombu treats that as an unencoded body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celery import Celery
+
+from orchestrator.plan import ExecutionPlan, NodePlan
+
+BODY = "@@BODY@@"
+TASK_ID = "@@ID@@"
+RUN = "@@RUN@@"
+NODE = "@@NODE@@"
+
+
+def message_template(app: Celery, node: NodePlan) -> str:
+    """The envelope of a message running ``node.task`` on ``node.queue`` (placeholders left in)."""
+    msg = app.amqp.as_task_v2(
+        TASK_ID,
+        node.task,
+        args=(RUN, NODE),
+        kwargs={},
+        time_limit=node.hard_timeout_s,
+        soft_time_limit=node.soft_timeout_s,
+        root_id=TASK_ID,
+        ignore_result=True,
+        argsrepr=f"('{RUN}', '{NODE}')",
+        kwargsrepr="{}",
+    )
+    envelope = {
+        "body": BODY,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": msg.headers,
+        "properties": {
+            **msg.properties,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": node.queue},
+            "priority": 0,
+            "delivery_tag": TASK_ID,
+        },
+    }
+    return json.dumps(envelope, separators=(",", ":"))
+
+
+def chain_tail(app: Celery, run_id: str, plan: ExecutionPlan, head: str) -> str | None:
+    """JSON of the Celery ``chain`` field for a segment head: its followers, last first."""
+    seg = plan.segments[plan.nodes[head].segment]
+    if seg.nodes[0] != head or len(seg.nodes) == 1:
+        return None
+    sigs = []
+    for name in reversed(seg.nodes[1:]):
+        n = plan.nodes[name]
+        sig = app.signature(
+            n.task,
+            args=(run_id, name),
+            immutable=True,
+            options={"queue": n.queue, "soft_time_limit": n.soft_timeout_s, "time_limit": n.hard_timeout_s},
+        )
+        sigs.append(dict(sig))
+    return json.dumps(sigs, separators=(",", ":"))
+
+
+def node_records(app: Celery, run_id: str, plan: ExecutionPlan) -> dict[str, str]:
+    """The static record of every node, as stored in the run's ``nodes`` hash."""
+    records = {}
+    for name in plan.order:
+        n = plan.nodes[name]
+        rec: dict[str, Any] = {
+            "task": n.task,
+            "ver": n.version,
+            "q": n.queue,
+            "up": list(n.parents),
+            "down": list(n.children),
+            "rule": n.trigger_rule,
+            "params": n.params,
+            "via": "chain" if n.via_chain else "ledger",
+        }
+        tail = chain_tail(app, run_id, plan, name)
+        if tail is not None:
+            rec["chain"] = tail
+        records[name] = json.dumps(rec, separators=(",", ":"))
+    return records
+
+
+def templates(app: Celery, plan: ExecutionPlan) -> dict[str, str]:
+    """One message template per task name used by the plan."""
+    out: dict[str, str] = {}
+    for n in plan.nodes.values():
+        if n.task not in out:
+            out[n.task] = message_template(app, n)
+    return out

@@ -1,0 +1,85 @@
+"""Every Redis key chordflow uses, built here and nowhere else.
+
+Key schema (``{rid}`` is the run id; the braces make every key of a run hash
+to the same Redis Cluster slot). All per-run keys get the run's TTL when the
+run is created and again when it ends.
+
+========================================  ======  ==========================================
+key                                       type    content
+========================================  ======  ==========================================
+chordflow:runs                            zset    run_id -> created epoch seconds (recent runs)
+chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
+                                                  total, remaining, n_<state> counters, dispatched,
+                                                  cancel_requested, ttl_s, params
+chordflow:run:{rid}:nodes                 hash    node -> static node record (JSON: task, queue, up,
+                                                  down, rule, params, via, chain)
+chordflow:run:{rid}:state                 hash    node -> TaskState
+chordflow:run:{rid}:pending               hash    node -> number of parents not yet settled
+chordflow:run:{rid}:bad                   hash    node -> number of parents that did not succeed
+chordflow:run:{rid}:results               hash    node -> result JSON
+chordflow:run:{rid}:attempts              hash    node -> attempts started
+chordflow:run:{rid}:times                 hash    "<node>:queued|started|attempt_started|finished" -> epoch s
+chordflow:run:{rid}:hosts                 hash    node -> worker hostname of the latest attempt
+chordflow:run:{rid}:errors                hash    node -> last error JSON (type, message, traceback tail)
+chordflow:run:{rid}:progress              hash    node -> "done/total"
+chordflow:run:{rid}:leases                hash    node -> "<token>|<expiry epoch ms>" of the running attempt
+chordflow:run:{rid}:attempt_log           list    one JSON line per finished attempt
+chordflow:run:{rid}:templates             hash    task name -> Celery message template (see compile.py)
+chordflow:run:{rid}:task_ids              hash    node -> Celery task id of the running attempt (for revoke)
+<queue name>                              list    Celery/kombu queue (kombu's own key, not ours)
+========================================  ======  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+PREFIX = "chordflow"
+RUNS_INDEX = f"{PREFIX}:runs"
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys of one run, in the fixed order the ledger script receives them as KEYS."""
+
+    meta: str
+    nodes: str
+    state: str
+    pending: str
+    bad: str
+    results: str
+    attempts: str
+    times: str
+    hosts: str
+    errors: str
+    progress: str
+    leases: str
+    attempt_log: str
+    templates: str
+    task_ids: str
+
+    def ordered(self) -> list[str]:
+        """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
+        return list(astuple(self))
+
+
+def run_keys(run_id: str) -> RunKeys:
+    """All keys of run ``run_id``."""
+    base = f"{PREFIX}:run:{{{run_id}}}"
+    return RunKeys(
+        meta=base,
+        nodes=f"{base}:nodes",
+        state=f"{base}:state",
+        pending=f"{base}:pending",
+        bad=f"{base}:bad",
+        results=f"{base}:results",
+        attempts=f"{base}:attempts",
+        times=f"{base}:times",
+        hosts=f"{base}:hosts",
+        errors=f"{base}:errors",
+        progress=f"{base}:progress",
+        leases=f"{base}:leases",
+        attempt_log=f"{base}:attempt_log",
+        templates=f"{base}:templates",
+        task_ids=f"{base}:task_ids",
+    )

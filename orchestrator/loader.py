@@ -1,0 +1,120 @@
+"""Pipelines declared in TOML, naming tasks by import path.
+
+A file looks like::
+
+    [pipeline]
+    name = "etl"
+
+    [tasks.ingest]
+    uses = "tasks.etl.steps.ingest"     # module.function, decorated with @task
+    params = { rows = 5000 }
+
+    [tasks.clean]
+    uses = "tasks.etl.steps.clean"
+    depends_on = ["ingest"]
+
+``uses`` is imported only if it starts with one of the allowed prefixes
+(``tasks.`` by default), so a pipeline file cannot make chordflow import
+arbitrary modules. Every problem is reported with the file and task name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.errors import PipelineInvalid, Problem
+from orchestrator.model import Node, Pipeline
+from orchestrator.spec import spec_of
+
+
+class _NodeDecl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uses: str = Field(min_length=1)
+    depends_on: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class _PipelineFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: _Header
+    tasks: dict[str, _NodeDecl]
+
+
+def load_pipeline(path: str | Path, allowed_prefixes: tuple[str, ...] = ("tasks.",)) -> Pipeline:
+    """Read ``path`` into a :class:`Pipeline` (not yet validated as a graph).
+
+    Raises:
+        PipelineInvalid: the file is unreadable, malformed, or names a task that
+            cannot be imported; every problem is listed.
+    """
+    src = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineInvalid([Problem("file not found", file=src)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineInvalid([Problem(f"cannot read file: {exc}", file=src)]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineInvalid([Problem(f"invalid TOML: {exc}", file=src)]) from None
+    try:
+        decl = _PipelineFile.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineInvalid([_schema_problem(err, src) for err in exc.errors()]) from None
+
+    pipeline = Pipeline(decl.pipeline.name, source=src)
+    problems: list[Problem] = []
+    for node_name, node in decl.tasks.items():
+        spec, problem = _resolve(node.uses, allowed_prefixes)
+        if problem:
+            problems.append(Problem(problem, task=node_name, file=src, field="uses"))
+            continue
+        assert spec is not None
+        pipeline.nodes.append(Node(node_name, spec, tuple(node.depends_on), node.params))
+    if problems:
+        raise PipelineInvalid(problems)
+    return pipeline
+
+
+def _schema_problem(err: Any, src: str) -> Problem:
+    loc = [str(p) for p in err["loc"]]
+    task = None
+    if len(loc) >= 2 and loc[0] == "tasks":
+        task, loc = loc[1], loc[2:]
+    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    return Problem(msg, task=task, file=src, field=".".join(loc) or None)
+
+
+def _resolve(path: str, allowed_prefixes: tuple[str, ...]) -> tuple[Any, str | None]:
+    """Import ``module.attr`` if allowed; returns (spec, problem)."""
+    if not any(path.startswith(p) for p in allowed_prefixes):
+        return None, f"'{path}' is outside the allowed task packages {list(allowed_prefixes)}"
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        return None, f"'{path}' is not a dotted path module.function"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        return None, f"cannot import module '{module_name}' ({exc.msg})"
+    except Exception as exc:  # the module itself raised at import
+        return None, f"importing '{module_name}' failed: {type(exc).__name__}: {exc}"
+    obj = getattr(module, attr, None)
+    if obj is None:
+        return None, f"module '{module_name}' has no attribute '{attr}'"
+    spec = spec_of(obj)
+    if spec is None:
+        return None, f"'{path}' is not a chordflow task (decorate it with @task)"
+    return spec, None

@@ -1,0 +1,229 @@
+-- chordflow run ledger: every state transition of a run, atomically.
+--
+-- KEYS (orchestrator/keys.py RunKeys.ordered()):
+--   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
+--   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
+-- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
+--
+-- Settling a node (succeeded/failed/...) is write-once: a second settle of a
+-- terminal node changes nothing, so a redelivered task never releases its
+-- children twice. Releasing a child decrements its counter of unsettled
+-- parents; at zero the child is dispatched (LPUSH of a Celery message built
+-- from the per-task template), marked upstream_failed, or cancelled.
+
+local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local OP, RUN_ID = ARGV[1], ARGV[2]
+
+local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}
+
+local clock = redis.call('TIME')
+local NOW_S = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
+local NOW_MS = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local SPECS = {}
+local function spec(node)
+  local s = SPECS[node]
+  if s == nil then
+    s = cjson.decode(redis.call('HGET', K_NODES, node))
+    SPECS[node] = s
+  end
+  return s
+end
+
+local function finalize_run()
+  local function count(f) return tonumber(redis.call('HGET', K_META, f) or '0') end
+  local st = 'succeeded'
+  if redis.call('HGET', K_META, 'cancel_requested') == '1' then
+    st = 'cancelled'
+  elseif count('n_failed') + count('n_upstream_failed') + count('n_cancelled') > 0 then
+    st = 'failed'
+  end
+  redis.call('HSET', K_META, 'state', st, 'finished_at', NOW_S)
+  local ttl = tonumber(redis.call('HGET', K_META, 'ttl_s') or '604800')
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+
+-- mark a node terminal and count it; finalizes the run when it was the last one
+local function finish(node, state)
+  redis.call('HSET', K_STATE, node, state)
+  redis.call('HSET', K_TIMES, node .. ':finished', NOW_S)
+  redis.call('HDEL', K_LEASES, node)
+  redis.call('HINCRBY', K_META, 'n_' .. state, 1)
+  if redis.call('HINCRBY', K_META, 'remaining', -1) == 0 then finalize_run() end
+end
+
+local function dispatch(node)
+  local s = spec(node)
+  local tmpl = redis.call('HGET', K_TEMPLATES, s.task)
+  local n = redis.call('HINCRBY', K_META, 'dispatched', 1)
+  local tid = RUN_ID .. '.' .. node .. '.' .. n
+  local body = '[["' .. RUN_ID .. '","' .. node .. '"],{},{"callbacks":null,"errbacks":null,"chain":'
+    .. (s.chain or 'null') .. ',"chord":null}]'
+  local msg = string.gsub(tmpl, '"@@BODY@@"', function() return cjson.encode(body) end)
+  msg = string.gsub(msg, '@@ID@@', function() return tid end)
+  msg = string.gsub(msg, '@@NODE@@', function() return node end)
+  msg = string.gsub(msg, '@@RUN@@', function() return RUN_ID end)
+  redis.call('LPUSH', s.q, msg)
+  redis.call('HSET', K_STATE, node, 'queued')
+  redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
+end
+
+-- decrement the children's counters; returns the children that became ready
+local function release(node, ok, ready)
+  local s = spec(node)
+  for _, c in ipairs(s.down) do
+    if not ok then redis.call('HINCRBY', K_BAD, c, 1) end
+    if redis.call('HINCRBY', K_PENDING, c, -1) == 0 then ready[#ready + 1] = c end
+  end
+  return ready
+end
+
+-- settle `node` as ok/not ok and walk the consequences down the graph
+local function propagate(node, ok)
+  local stack = release(node, ok, {})
+  local cancelled = redis.call('HGET', K_META, 'cancel_requested') == '1'
+  while #stack > 0 do
+    local c = table.remove(stack)
+    if not TERMINAL[redis.call('HGET', K_STATE, c)] then
+      local cs = spec(c)
+      local bad = tonumber(redis.call('HGET', K_BAD, c) or '0')
+      local outcome = nil
+      if cancelled then
+        outcome = 'cancelled'
+      elseif bad > 0 and cs.rule ~= 'always' then
+        outcome = 'upstream_failed'
+      end
+      if outcome then
+        finish(c, outcome)
+        release(c, false, stack)
+      elseif cs.via == 'chain' then
+        -- its predecessor's Celery chain publishes it when that task returns
+        redis.call('HSET', K_STATE, c, 'queued')
+        redis.call('HSET', K_TIMES, c .. ':queued', NOW_S)
+      else
+        dispatch(c)
+      end
+    end
+  end
+end
+
+local function mark_running_run()
+  if redis.call('HGET', K_META, 'state') == 'pending' then
+    redis.call('HSET', K_META, 'state', 'running', 'started_at', NOW_S)
+  end
+end
+
+-- dispatch(node...): start the roots of a freshly created run
+local function op_dispatch()
+  local n = 0
+  for i = 3, #ARGV do
+    local node = ARGV[i]
+    if redis.call('HGET', K_STATE, node) == 'pending' then
+      dispatch(node)
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- begin(node, host, lease_ms, token, task_id): claim an attempt.
+-- Returns {'run', attempt, node_record, parent_result...} or {reason, state}.
+local function op_begin()
+  local node, host, lease_ms, token, task_id = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+  local st = redis.call('HGET', K_STATE, node)
+  if not st then return {'missing', ''} end
+  if TERMINAL[st] then return {'done', st} end
+  if redis.call('HGET', K_META, 'cancel_requested') == '1' then
+    finish(node, 'cancelled')
+    propagate(node, false)
+    return {'cancelled', 'cancelled'}
+  end
+  if st == 'running' then
+    local lease = redis.call('HGET', K_LEASES, node)
+    if lease then
+      local expiry = tonumber(string.match(lease, '|(%d+)$'))
+      if expiry and expiry > NOW_MS then return {'busy', st} end
+    end
+  elseif st ~= 'queued' and st ~= 'retrying' then
+    return {'not_ready', st}
+  end
+  redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
+  redis.call('HSET', K_STATE, node, 'running')
+  redis.call('HSET', K_HOSTS, node, host)
+  redis.call('HSET', K_TASK_IDS, node, task_id)
+  local attempt = redis.call('HINCRBY', K_ATTEMPTS, node, 1)
+  if attempt == 1 then redis.call('HSET', K_TIMES, node .. ':started', NOW_S) end
+  redis.call('HSET', K_TIMES, node .. ':attempt_started', NOW_S)
+  mark_running_run()
+  local raw = redis.call('HGET', K_NODES, node)
+  local out = {'run', attempt, raw}
+  for _, p in ipairs(cjson.decode(raw).up) do
+    out[#out + 1] = redis.call('HGET', K_RESULTS, p) or ''
+  end
+  return out
+end
+
+-- succeed(node, result_json, log_line): write-once completion + release
+local function op_succeed()
+  local node, result, line = ARGV[3], ARGV[4], ARGV[5]
+  local st = redis.call('HGET', K_STATE, node)
+  if not st or TERMINAL[st] then return {'dup', st or ''} end
+  redis.call('HSET', K_RESULTS, node, result)
+  redis.call('RPUSH', K_LOG, line)
+  finish(node, 'succeeded')
+  propagate(node, true)
+  return {'ok', 'succeeded'}
+end
+
+-- fail(node, error_json, log_line): write-once failure; descendants upstream_failed, `always` children run
+local function op_fail()
+  local node, err, line = ARGV[3], ARGV[4], ARGV[5]
+  local st = redis.call('HGET', K_STATE, node)
+  if not st or TERMINAL[st] then return {'dup', st or ''} end
+  redis.call('HSET', K_ERRORS, node, err)
+  redis.call('RPUSH', K_LOG, line)
+  finish(node, 'failed')
+  propagate(node, false)
+  return {'ok', 'failed'}
+end
+
+-- defer(node, error_json, log_line): this attempt failed, another one is scheduled
+local function op_defer()
+  local node, err, line = ARGV[3], ARGV[4], ARGV[5]
+  local st = redis.call('HGET', K_STATE, node)
+  if not st or TERMINAL[st] then return {'dup', st or ''} end
+  redis.call('HSET', K_STATE, node, 'retrying')
+  redis.call('HSET', K_ERRORS, node, err)
+  redis.call('HDEL', K_LEASES, node)
+  redis.call('RPUSH', K_LOG, line)
+  return {'ok', 'retrying'}
+end
+
+-- cancel(): persistent flag; every unsettled node becomes cancelled now, so the run
+-- reaches a terminal state even if no worker is alive. Returns running nodes' task ids.
+local function op_cancel()
+  local state = redis.call('HGET', K_META, 'state')
+  if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return {'done', state} end
+  redis.call('HSET', K_META, 'cancel_requested', '1')
+  local out = {'ok', ''}
+  local all = redis.call('HGETALL', K_STATE)
+  for i = 1, #all, 2 do
+    local node, st = all[i], all[i + 1]
+    if not TERMINAL[st] then
+      if st == 'running' then out[#out + 1] = redis.call('HGET', K_TASK_IDS, node) or '' end
+      finish(node, 'cancelled')
+    end
+  end
+  return out
+end
+
+if OP == 'begin' then return op_begin()
+elseif OP == 'succeed' then return op_succeed()
+elseif OP == 'fail' then return op_fail()
+elseif OP == 'defer' then return op_defer()
+elseif OP == 'dispatch' then return op_dispatch()
+elseif OP == 'cancel' then return op_cancel()
+end
+return redis.error_reply('chordflow ledger: unknown operation ' .. tostring(OP))

@@ -1,0 +1,99 @@
+"""C9: configuration, in one place, with one precedence.
+
+Precedence (highest first): arguments given in code > ``CHORDFLOW_*``
+environment variables > ``config/<env>.toml`` > defaults. Secrets (the Redis
+password) belong in environment variables, never in the TOML files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+
+
+def _config_file() -> Path:
+    env = os.environ.get("CHORDFLOW_ENV", "dev")
+    base = Path(os.environ.get("CHORDFLOW_CONFIG_DIR", "config"))
+    return base / f"{env}.toml"
+
+
+class Settings(BaseSettings):
+    """Every tunable of chordflow; see README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix="CHORDFLOW_", extra="forbid", env_nested_delimiter="__")
+
+    env: str = Field("dev", description="environment name; selects config/<env>.toml")
+    redis_url: SecretStr | None = Field(
+        None, description="broker + ledger; unset = embedded mode (private Redis and local workers)"
+    )
+    artifact_root: Path = Field(Path("artifacts"), description="where task outputs go")
+    default_queue: str = "chordflow"
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["chordflow"], description="queues a worker consumes")
+    concurrency: int = Field(2, ge=1, le=256, description="worker processes per worker")
+    embedded_workers: int = Field(1, ge=1, le=16, description="worker processes started in embedded mode")
+    task_modules: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks"], description="imported by every worker")
+    allowed_task_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks."])
+    run_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a run's keys live after it ends")
+    max_chain: int = Field(8, ge=1, le=64, description="longest linear run compiled into one Celery chain")
+    lease_margin_s: float = Field(30.0, ge=1, description="lease = hard timeout + this margin")
+    visibility_timeout_s: int = Field(3600, ge=10, description="Redis broker redelivery of unacked messages")
+    prefetch_multiplier: int = Field(1, ge=1, le=64)
+    progress_interval_s: float = Field(0.5, ge=0, description="minimum time between two progress writes")
+    task_events: bool = Field(True, description="send Celery task events (what Flower shows)")
+    write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
+    log_level: str = "INFO"
+    log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
+
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, v: str) -> str:
+        if v not in ENVIRONMENTS:
+            raise ValueError(f"must be one of {ENVIRONMENTS}")
+        return v
+
+    @field_validator("queues", "task_modules", "allowed_task_prefixes", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.strip().startswith("["):
+                return json.loads(v)
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    def redis_url_value(self) -> str:
+        if self.redis_url is None:
+            raise ValueError("no Redis URL configured")
+        return self.redis_url.get_secret_value()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings for the current ``CHORDFLOW_ENV`` with ``overrides`` on top."""
+    return Settings(**overrides)

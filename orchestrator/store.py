@@ -1,0 +1,241 @@
+"""RunStore: the run ledger in Redis (C2 joins, C3 idempotent completion, C7 status).
+
+Every transition goes through one Lua script (``lua/ledger.lua``), so
+completing a task and releasing its children is one atomic, write-once step,
+and each task costs two round trips: ``begin`` (claim + inputs) and
+``succeed``/``fail``/``defer``. Creating a run is one MULTI/EXEC.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from orchestrator import keys
+from orchestrator.errors import RedisUnavailable, RunNotFound
+from orchestrator.states import TERMINAL_RUN_STATES
+
+HASH_CHUNK = 5000  #: fields per HSET, keeps single commands small
+DISPATCH_CHUNK = 1000  #: roots per ledger call, keeps Redis responsive
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``YYYYMMDD-HHMMSS-xxxxxx``: UTC time + 24 random bits (uniqueness is enforced in Redis)."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that reconnects by itself (retries with backoff on connection errors)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=6),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+@dataclass
+class Claim:
+    """Answer of ``begin``: run the attempt, or why not."""
+
+    status: str  #: run | done | cancelled | busy | not_ready | missing
+    state: str = ""
+    attempt: int = 0
+    record: dict[str, Any] = field(default_factory=dict)
+    parent_results: list[str | None] = field(default_factory=list)
+
+
+@dataclass
+class RunSnapshot:
+    """What a status query sees of one run."""
+
+    run_id: str
+    meta: dict[str, str]
+    states: dict[str, str] = field(default_factory=dict)
+    attempts: dict[str, str] = field(default_factory=dict)
+    times: dict[str, str] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)
+    progress: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.meta.get("state", "pending")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_RUN_STATES
+
+    def counts(self) -> dict[str, int]:
+        return {k[2:]: int(v) for k, v in self.meta.items() if k.startswith("n_")}
+
+
+class RunStore:
+    """All reads and writes of run state; one instance per process (after fork)."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600) -> None:
+        self.r = client
+        self.ttl_s = ttl_s
+        source = resources.files("orchestrator").joinpath("lua/ledger.lua").read_text(encoding="utf-8")
+        self._ledger = self.r.register_script(source)
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def reserve_run_id(self) -> str:
+        """Reserve a fresh run id atomically (HSETNX), retrying on the rare collision."""
+        for _ in range(20):
+            run_id = new_run_id()
+            if self.r.hsetnx(keys.run_keys(run_id).meta, "run_id", run_id):
+                return run_id
+        raise RedisUnavailable("could not reserve a unique run id after 20 attempts")
+
+    def create_run(
+        self,
+        run_id: str,
+        meta: dict[str, Any],
+        records: dict[str, str],
+        pending: dict[str, int],
+        templates: dict[str, str],
+    ) -> None:
+        """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing)."""
+        k = keys.run_keys(run_id)
+        pipe = self.r.pipeline(transaction=True)
+        for chunk in _chunks(records.items()):
+            pipe.hset(k.nodes, mapping=dict(chunk))
+        for chunk in _chunks(((n, "pending") for n in records)):
+            pipe.hset(k.state, mapping=dict(chunk))
+        for chunk in _chunks(pending.items()):
+            pipe.hset(k.pending, mapping=dict(chunk))
+        pipe.hset(k.templates, mapping=templates)
+        pipe.hset(
+            k.meta,
+            mapping={
+                **{key: (v if isinstance(v, str) else json.dumps(v)) for key, v in meta.items()},
+                "state": "pending",
+                "total": len(records),
+                "remaining": len(records),
+                "dispatched": 0,
+                "ttl_s": self.ttl_s,
+            },
+        )
+        pipe.zadd(keys.RUNS_INDEX, {run_id: time.time()})
+        for key in k.ordered():
+            pipe.expire(key, self.ttl_s)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._forget(run_id)
+            raise RedisUnavailable(f"Redis refused to create run {run_id}: {exc}") from exc
+
+    def _forget(self, run_id: str) -> None:
+        try:
+            self.r.delete(*keys.run_keys(run_id).ordered())
+            self.r.zrem(keys.RUNS_INDEX, run_id)
+        except redis.RedisError:
+            pass
+
+    def dispatch(self, run_id: str, nodes: list[str]) -> int:
+        """Publish the given pending nodes (the roots); returns how many were dispatched."""
+        total = 0
+        for i in range(0, len(nodes), DISPATCH_CHUNK):
+            total += int(self._call(run_id, "dispatch", *nodes[i : i + DISPATCH_CHUNK]))
+        return total
+
+    # -- transitions (called by workers) -----------------------------------------------------
+
+    def begin(self, run_id: str, node: str, host: str, lease_ms: int, token: str, task_id: str) -> Claim:
+        """Claim an attempt of ``node``: lease, attempt number, its record and its parents' results."""
+        out = self._call(run_id, "begin", node, host, lease_ms, token, task_id)
+        if out[0] != "run":
+            return Claim(status=out[0], state=out[1])
+        return Claim(
+            status="run",
+            state="running",
+            attempt=int(out[1]),
+            record=json.loads(out[2]),
+            parent_results=[v if v != "" else None for v in out[3:]],
+        )
+
+    def succeed(self, run_id: str, node: str, result_json: str, log_line: str) -> str:
+        return str(self._call(run_id, "succeed", node, result_json, log_line)[0])
+
+    def fail(self, run_id: str, node: str, error_json: str, log_line: str) -> str:
+        return str(self._call(run_id, "fail", node, error_json, log_line)[0])
+
+    def defer(self, run_id: str, node: str, error_json: str, log_line: str) -> str:
+        return str(self._call(run_id, "defer", node, error_json, log_line)[0])
+
+    def cancel(self, run_id: str) -> tuple[str, list[str]]:
+        """Set the persistent cancel flag; returns (status, Celery ids of attempts to terminate)."""
+        self.require(run_id)
+        out = self._call(run_id, "cancel")
+        return out[0], [t for t in out[2:] if t]
+
+    def set_progress(self, run_id: str, node: str, done: int, total: int) -> None:
+        self.r.hset(keys.run_keys(run_id).progress, node, f"{done}/{total}")
+
+    def _call(self, run_id: str, op: str, *args: Any) -> Any:
+        return self._ledger(keys=keys.run_keys(run_id).ordered(), args=[op, run_id, *args])
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def require(self, run_id: str) -> None:
+        if not self.r.exists(keys.run_keys(run_id).meta):
+            raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
+
+    def snapshot(self, run_id: str, detail: bool = True) -> RunSnapshot:
+        """Meta and, with ``detail``, per-node state/attempts/times/hosts/progress/errors (pipelined)."""
+        k = keys.run_keys(run_id)
+        if not detail:
+            meta = self.r.hgetall(k.meta)
+            if not meta:
+                raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
+            return RunSnapshot(run_id, meta)
+        pipe = self.r.pipeline(transaction=False)
+        for key in (k.meta, k.state, k.attempts, k.times, k.hosts, k.progress, k.errors):
+            pipe.hgetall(key)
+        meta, states, attempts, times, hosts, progress, errors = pipe.execute()
+        if not meta:
+            raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
+        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors)
+
+    def node_states(self, run_id: str) -> dict[str, str]:
+        return self.r.hgetall(keys.run_keys(run_id).state)
+
+    def results(self, run_id: str) -> dict[str, Any]:
+        return {n: json.loads(v) for n, v in self.r.hgetall(keys.run_keys(run_id).results).items()}
+
+    def attempt_log(self, run_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(keys.run_keys(run_id).attempt_log, 0, -1)]
+
+    def recent_runs(self, limit: int = 20) -> list[RunSnapshot]:
+        ids = self.r.zrevrange(keys.RUNS_INDEX, 0, limit - 1)
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(keys.run_keys(run_id).meta)
+        return [RunSnapshot(rid, meta) for rid, meta in zip(ids, pipe.execute(), strict=True) if meta]
+
+
+def _chunks(items: Iterable[Any], size: int = HASH_CHUNK) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,98 @@
+"""The Celery app: JSON only, acks late, one Celery task per chordflow task.
+
+``celery -A workers.app worker`` (or ``chordflow worker``) loads :data:`app`,
+which imports the configured task modules and registers each ``@task`` under
+its own name, so Flower shows ``tasks.etl.steps.clean``, not a generic runner.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from celery import Celery
+
+from orchestrator.errors import ChordflowError
+from orchestrator.settings import Settings
+from orchestrator.spec import TaskSpec, registered_tasks
+from workers.logs import configure_logging
+from workers.runner import NodeRunner
+
+
+def create_app(settings: Settings, register: bool = False) -> Celery:
+    """A configured Celery app; with ``register`` it also imports and registers the tasks."""
+    url = settings.redis_url_value() if settings.redis_url is not None else "redis://127.0.0.1:6379/0"
+    app = Celery("chordflow", set_as_current=False)
+    app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_ignore_result=True,
+        task_default_queue=settings.default_queue,
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_expires=3600,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    if register:
+        configure_logging(settings.log_level, settings.log_file)
+        import_task_modules(settings.task_modules)
+        for spec in registered_tasks().values():
+            register_task(app, spec, settings)
+    return app
+
+
+def import_task_modules(names: list[str]) -> None:
+    """Import each module and, for packages, every submodule (so every ``@task`` registers)."""
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ChordflowError(f"task module '{name}' cannot be imported: {exc}") from exc
+        for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=name + "."):
+            importlib.import_module(info.name)
+
+
+def register_task(app: Celery, spec: TaskSpec, settings: Settings) -> Any:
+    """Register ``spec`` with Celery under its own name; the body is a :class:`NodeRunner`."""
+    if spec.name in app.tasks:
+        return app.tasks[spec.name]
+    runner = NodeRunner(spec, settings)
+
+    def run_node(self: Any, run_id: str, node: str) -> Any:
+        return runner(self, run_id, node)
+
+    run_node.__name__ = spec.fn.__name__
+    run_node.__doc__ = spec.fn.__doc__
+    return app.task(
+        name=spec.name,
+        bind=True,
+        typing=False,
+        ignore_result=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+        soft_time_limit=spec.timeout.soft_s,
+        time_limit=spec.timeout.hard_limit_s,
+    )(run_node)
+
+
+def __getattr__(name: str) -> Any:
+    """``celery -A workers.app`` asks for ``app``: build it from the environment on first use."""
+    if name == "app":
+        globals()["app"] = built = create_app(Settings(), register=True)
+        return built
+    raise AttributeError(name)

@@ -1,0 +1,47 @@
+"""The ``ctx`` a task function receives: run id, attempt, output dir, logger, progress."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.artifacts import task_dir
+from orchestrator.store import RunStore
+
+
+class WorkerContext:
+    """Implements :class:`orchestrator.context.TaskContext` inside a worker process."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        node: str,
+        attempt: int,
+        version: str,
+        artifact_root: Path,
+        log: Any,
+        progress_interval_s: float,
+    ) -> None:
+        self.run_id = run_id
+        self.node = node
+        self.attempt = attempt
+        self.log = log
+        self._store = store
+        self._dir = task_dir(artifact_root, node, version, run_id)
+        self._interval = progress_interval_s
+        self._last_write = 0.0
+
+    @property
+    def output_dir(self) -> Path:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        return self._dir
+
+    def progress(self, done: int, total: int) -> None:
+        """Store ``done/total``; at most one write per interval, the final one always."""
+        now = time.monotonic()
+        if done < total and now - self._last_write < self._interval:
+            return
+        self._last_write = now
+        self._store.set_progress(self.run_id, self.node, int(done), int(total))

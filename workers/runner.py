@@ -1,0 +1,229 @@
+"""Runs one attempt of one node: claim, inputs, call, record, release.
+
+This is the only place policy turns into execution: the attempt's lease
+(``begin``), pydantic validation of config and upstream results, the retry
+decision (tenacity, :mod:`workers.retries`), and the write-once settle that
+releases the children (``succeed``/``fail``). The Celery task registered for
+each pipeline task is a thin adapter around :class:`NodeRunner`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from orchestrator import __version__
+from orchestrator.artifacts import error_report_path, failed_log_path, task_dir, write_json
+from orchestrator.redact import redact
+from orchestrator.settings import Settings
+from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
+from orchestrator.store import RunStore, connect
+from workers.context import WorkerContext
+from workers.logs import get_logger
+from workers.retries import next_wait
+
+TRACEBACK_LINES = 20
+_STORES: dict[int, RunStore] = {}
+
+
+def store_for(settings: Settings) -> RunStore:
+    """This process's RunStore (one Redis connection pool per forked process)."""
+    pid = os.getpid()
+    store = _STORES.get(pid)
+    if store is None:
+        store = _STORES[pid] = RunStore(connect(settings.redis_url_value()), settings.run_ttl_s)
+    return store
+
+
+class NodeRunner:
+    """Executes attempts of nodes that use one task spec."""
+
+    def __init__(self, spec: TaskSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._adapters = {p: TypeAdapter(a) for p, a in spec.upstream_params.items()}
+        self._result_adapter = (
+            None if spec.result_type in (None, Any) or _is_model(spec.result_type) else TypeAdapter(spec.result_type)
+        )
+        self._lease_ms = int((spec.timeout.hard_limit_s + settings.lease_margin_s) * 1000)
+        self._retry_cap_s = settings.visibility_timeout_s / 2
+
+    def __call__(self, celery_task: Any, run_id: str, node: str) -> Any:
+        store = store_for(self.settings)
+        host = celery_task.request.hostname or socket.gethostname()
+        claim = store.begin(run_id, node, host, self._lease_ms, uuid.uuid4().hex, celery_task.request.id or "")
+        log = get_logger(run_id=run_id, task=node, attempt=claim.attempt, host=host)
+        if claim.status != "run":
+            log.info("task.skipped", reason=claim.status, state=claim.state)
+            return None
+        ctx = WorkerContext(
+            store,
+            run_id,
+            node,
+            claim.attempt,
+            self.spec.version,
+            self.settings.artifact_root,
+            log,
+            self.settings.progress_interval_s,
+        )
+        log.info("task.started")
+        started = time.monotonic()
+        try:
+            kwargs = self._inputs(claim, ctx)
+            value = self.spec.fn(**kwargs)
+            result_json = self._dump(value)
+        except Exception as exc:
+            duration = time.monotonic() - started
+            self._on_error(celery_task, store, claim, ctx, exc, duration)
+            raise  # Celery (and Flower) see the failure; _on_error may have raised Retry instead
+        duration = time.monotonic() - started
+        if self.settings.write_artifacts:
+            self._write_artifacts(claim, run_id, node, result_json, duration, host)
+        store.succeed(run_id, node, result_json, self._log_line(node, claim.attempt, "succeeded", duration, host))
+        log.info("task.succeeded", duration_s=round(duration, 6))
+        return None
+
+    # -- inputs and outputs ---------------------------------------------------------------------
+
+    def _inputs(self, claim: Any, ctx: WorkerContext) -> dict[str, Any]:
+        spec, record = self.spec, claim.record
+        kwargs: dict[str, Any] = {}
+        if spec.config_model is not None:
+            kwargs[CONFIG_PARAM] = _as_permanent(spec.config_model.model_validate, record.get("params") or {})
+        for parent, raw in zip(record["up"], claim.parent_results, strict=True):
+            if parent in self._adapters:
+                kwargs[parent] = None if raw is None else _as_permanent(self._adapters[parent].validate_json, raw)
+            elif spec.takes_upstream_kwargs:
+                kwargs[parent] = None if raw is None else json.loads(raw)
+        if spec.wants_context:
+            kwargs[CONTEXT_PARAM] = ctx
+        return kwargs
+
+    def _dump(self, value: Any) -> str:
+        try:
+            if isinstance(value, BaseModel):
+                return value.model_dump_json()
+            if self._result_adapter is not None:
+                return self._result_adapter.dump_json(value).decode()
+            return json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(f"result is not JSON-serialisable: {exc}") from exc
+
+    # -- failures -------------------------------------------------------------------------------
+
+    def _on_error(
+        self, celery_task: Any, store: RunStore, claim: Any, ctx: WorkerContext, exc: Exception, duration: float
+    ) -> None:
+        run_id, node, attempt = ctx.run_id, ctx.node, claim.attempt
+        host = celery_task.request.hostname or socket.gethostname()
+        reason = "timeout" if isinstance(exc, SoftTimeLimitExceeded) else "exception"
+        error = {
+            "type": type(exc).__name__,
+            "message": str(exc)[:2000],
+            "reason": reason,
+            "attempt": attempt,
+            "traceback": traceback.format_exception(exc)[-TRACEBACK_LINES:],
+        }
+        wait_s = next_wait(self.spec.retry, attempt, exc, self._retry_cap_s)
+        line = self._log_line(node, attempt, "retrying" if wait_s is not None else "failed", duration, host, exc)
+        if wait_s is not None:
+            store.defer(run_id, node, json.dumps(error), line)
+            ctx.log.warning("task.retrying", error=error["type"], message=error["message"], wait_s=round(wait_s, 3))
+            raise celery_task.retry(countdown=wait_s, max_retries=None, exc=exc)
+        self._write_error_report(claim, ctx, error, host)
+        store.fail(run_id, node, json.dumps(error), line)
+        ctx.log.error("task.failed", error=error["type"], message=error["message"], reason=reason)
+
+    def _write_error_report(self, claim: Any, ctx: WorkerContext, error: dict[str, Any], host: str) -> None:
+        root = self.settings.artifact_root
+        report = {
+            "run_id": ctx.run_id,
+            "task": ctx.node,
+            "task_name": self.spec.name,
+            "attempt": claim.attempt,
+            "host": host,
+            "at": datetime.now(UTC).isoformat(),
+            "error": error,
+            "input_sample": redact(
+                {"params": claim.record.get("params") or {}, "upstream": dict(zip(claim.record["up"], claim.parent_results, strict=True))},
+                self.spec.secret_fields,
+            ),
+        }
+        try:
+            write_json(error_report_path(root, ctx.run_id, ctx.node, claim.attempt), report)
+            summary = {k: report[k] for k in ("run_id", "task", "attempt", "host", "at")}
+            summary.update(error=error["type"], message=error["message"][:300])
+            path = failed_log_path(root)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(summary) + "\n")
+        except OSError as exc:  # a full disk must not hide the task failure itself
+            ctx.log.error("report.write_failed", error=str(exc))
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _write_artifacts(self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str) -> None:
+        out = task_dir(self.settings.artifact_root, node, self.spec.version, run_id)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(result_json, encoding="utf-8")
+        write_json(
+            out / "metadata.json",
+            {
+                "run_id": run_id,
+                "task": node,
+                "task_name": self.spec.name,
+                "version": self.spec.version,
+                "params": redact(claim.record.get("params") or {}, self.spec.secret_fields),
+                "inputs": {
+                    p: (None if r is None else _sha256(r))
+                    for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
+                },
+                "duration_s": round(duration, 6),
+                "status": "succeeded",
+                "attempt": claim.attempt,
+                "host": host,
+                "chordflow_version": __version__,
+            },
+        )
+
+    def _log_line(
+        self, node: str, attempt: int, outcome: str, duration: float, host: str, exc: BaseException | None = None
+    ) -> str:
+        line: dict[str, Any] = {
+            "task": node,
+            "attempt": attempt,
+            "outcome": outcome,
+            "duration_s": round(duration, 6),
+            "host": host,
+            "at": time.time(),
+        }
+        if exc is not None:
+            line.update(error=type(exc).__name__, message=str(redact(str(exc)))[:300])
+        return json.dumps(line)
+
+
+def _as_permanent(fn: Any, value: Any) -> Any:
+    """Validation of stored inputs cannot get better by retrying."""
+    try:
+        return fn(value)
+    except ValidationError as exc:
+        raise PermanentError(f"input validation failed: {exc}") from exc
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
