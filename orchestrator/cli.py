@@ -1,0 +1,419 @@
+"""The ``chordflow`` command: thin argument parsing, then the client, rendered with rich.
+
+Every :class:`ChordflowError` is caught here, printed as one clear message,
+and mapped to an exit code from :mod:`orchestrator.exitcodes`; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.errors import ChordflowError, EmbeddedStartError, PipelineInvalid, RedisUnavailable, RunNotFound
+from orchestrator.exitcodes import RUN_STATE_EXIT, ExitCode
+from orchestrator.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+MAX_BARS = 40  #: above this many tasks, show one aggregate bar
+STATE_STYLE = {
+    "succeeded": "green",
+    "cached": "cyan",
+    "failed": "bold red",
+    "upstream_failed": "red",
+    "cancelled": "yellow",
+    "running": "blue",
+    "retrying": "magenta",
+    "queued": "white",
+    "pending": "dim",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "env", None):
+        os.environ["CHORDFLOW_ENV"] = args.env
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return int(args.func(args))
+    except PipelineInvalid as exc:
+        for problem in exc.problems:
+            err_console.print(f"[red]error[/red]: {problem}", highlight=False, soft_wrap=True)
+        return ExitCode.INVALID
+    except RunNotFound as exc:
+        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        return ExitCode.INVALID
+    except (RedisUnavailable, EmbeddedStartError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        return ExitCode.UNAVAILABLE
+    except ValidationError as exc:  # settings from env/TOML
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            err_console.print(f"[red]configuration error[/red]: {loc}: {err['msg']}", highlight=False)
+        return ExitCode.INVALID
+    except ChordflowError as exc:
+        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        return ExitCode.INVALID
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        return ExitCode.INTERRUPTED
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chordflow", description="Run pipelines of Python tasks on Celery workers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="validate, submit and watch a pipeline run")
+    run.add_argument("file", help="pipeline TOML file")
+    run.add_argument("--param", action="append", default=[], metavar="TASK.FIELD=VALUE", help="override a param")
+    run.add_argument("--env", choices=["dev", "staging", "prod"], help="configuration environment")
+    run.add_argument("--dry-run", action="store_true", help="print the plan; dispatch nothing")
+    run.add_argument("--detach", action="store_true", help="print the run id and return at once")
+    run.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
+    run.add_argument("--no-progress", action="store_true", help="no live progress bars")
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="a run's state, per task")
+    st.add_argument("run_id")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--env", choices=["dev", "staging", "prod"])
+    st.set_defaults(func=cmd_status)
+
+    runs = sub.add_parser("runs", help="recent runs")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--env", choices=["dev", "staging", "prod"])
+    runs.set_defaults(func=cmd_runs)
+
+    cancel = sub.add_parser("cancel", help="cancel a run (persistent flag; running attempts are terminated)")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--env", choices=["dev", "staging", "prod"])
+    cancel.set_defaults(func=cmd_cancel)
+
+    val = sub.add_parser("validate", help="check pipeline files (for CI); touches no Redis")
+    val.add_argument("files", nargs="+")
+    val.set_defaults(func=cmd_validate)
+
+    w = sub.add_parser("worker", help="start a Celery worker with chordflow's app")
+    w.add_argument("--queues", "-Q", help="comma-separated queues (default: settings.queues)")
+    w.add_argument("--concurrency", "-c", type=int, help="worker processes (default: settings.concurrency)")
+    w.add_argument("--hostname", "-n", help="worker node name, e.g. w1@%%h")
+    w.add_argument("--loglevel", "-l", default="INFO")
+    w.add_argument("--env", choices=["dev", "staging", "prod"])
+    w.set_defaults(func=cmd_worker)
+    return p
+
+
+# -- validate ---------------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from orchestrator.loader import load_pipeline
+    from orchestrator.validate import validate
+
+    settings = Settings()
+    failed = False
+    for file in args.files:
+        try:
+            pipeline = load_pipeline(file, tuple(settings.allowed_task_prefixes))
+            problems = validate(pipeline)
+        except PipelineInvalid as exc:
+            problems = exc.problems
+        if problems:
+            failed = True
+            for problem in problems:
+                err_console.print(f"[red]error[/red]: {problem}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{file}: ok ({len(pipeline.nodes)} tasks)", highlight=False)
+    return ExitCode.INVALID if failed else ExitCode.OK
+
+
+# -- run --------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.client import parse_param_overrides
+    from orchestrator.loader import load_pipeline
+    from orchestrator.plan import build_plan
+
+    settings = Settings()
+    pipeline = load_pipeline(args.file, tuple(settings.allowed_task_prefixes))
+    overrides = parse_param_overrides(args.param, pipeline)
+    if overrides:
+        pipeline = pipeline.with_params(overrides)
+    plan = build_plan(pipeline, settings.default_queue, settings.max_chain)  # validates; no Redis yet
+    if args.dry_run:
+        _print_plan(plan)
+        return ExitCode.OK
+    if args.detach and settings.embedded:
+        raise ChordflowError("--detach needs a shared Redis (CHORDFLOW_REDIS_URL): the embedded one stops on exit")
+
+    with _backend(settings) as (client, stack):
+        run_id = client.submit(pipeline)
+        if args.detach:
+            console.print(run_id)
+            return ExitCode.OK
+        console.print(f"run [bold]{run_id}[/bold] of pipeline '{plan.pipeline}' ({len(plan.order)} tasks)")
+        snap = _watch(client, run_id, plan.order, args, stack)
+        _print_summary(snap, settings, plan)
+        if not snap.finished:
+            err_console.print(f"[yellow]stopped waiting after {args.timeout}s; run {run_id} goes on[/yellow]")
+            return ExitCode.TIMEOUT
+        return RUN_STATE_EXIT.get(snap.state, ExitCode.RUN_FAILED)
+
+
+@contextlib.contextmanager
+def _backend(settings: Settings) -> Iterator[tuple[Any, Any]]:
+    """The client, against the configured Redis or an embedded stack started for this command."""
+    from orchestrator.client import Client
+
+    if not settings.embedded:
+        yield Client(settings), None
+        return
+    from orchestrator.embedded import EmbeddedStack
+
+    console.print("[dim]no CHORDFLOW_REDIS_URL: starting a private Redis and local workers[/dim]")
+    with EmbeddedStack(settings) as stack:
+        yield Client(settings.model_copy(update={"redis_url": _secret(stack.url)})), stack
+
+
+def _secret(url: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(url)
+
+
+def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace, stack: Any) -> Any:
+    detail = len(order) <= MAX_BARS
+    if args.no_progress or not console.is_terminal and not os.environ.get("CHORDFLOW_FORCE_PROGRESS"):
+        return client.wait(run_id, timeout_s=args.timeout, on_update=lambda s: stack and stack.check(), detail=detail)
+
+    progress = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(bar_width=30),
+        TextColumn("{task.completed:>6.0f}/{task.total:<6.0f}"),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    bars: dict[str, Any] = {}
+    with progress:
+        if detail:
+            for name in order:
+                bars[name] = progress.add_task(name, total=1, state="[dim]pending[/dim]")
+        else:
+            bars["*"] = progress.add_task(f"{len(order)} tasks", total=len(order), state="")
+
+        def update(snap: Any) -> None:
+            if stack is not None:
+                stack.check()
+            if not detail:
+                counts = snap.counts()
+                done = sum(counts.values())
+                text = " ".join(f"[{STATE_STYLE.get(k, '')}]{k}={v}[/]" for k, v in sorted(counts.items()))
+                progress.update(bars["*"], completed=done, state=text)
+                return
+            for name, bar in bars.items():
+                state = snap.states.get(name, "pending")
+                done, total = _progress_of(snap.progress.get(name), state)
+                style = STATE_STYLE.get(state, "")
+                progress.update(bar, completed=done, total=total, state=f"[{style}]{state}[/]")
+
+        return client.wait(run_id, timeout_s=args.timeout, on_update=update, detail=True)
+
+
+def _progress_of(raw: str | None, state: str) -> tuple[float, float]:
+    if state in ("succeeded", "cached"):
+        if raw:
+            _, _, total = raw.partition("/")
+            return float(total or 1), float(total or 1)
+        return 1.0, 1.0
+    if raw:
+        done, _, total = raw.partition("/")
+        return float(done), max(float(total or 1), 1.0)
+    return 0.0, 1.0
+
+
+def _print_plan(plan: Any) -> None:
+    console.print(f"[bold]Plan[/bold] for pipeline '{plan.pipeline}': {len(plan.order)} tasks in {len(plan.segments)} segments")
+    console.print("order: " + " -> ".join(plan.order), highlight=False, soft_wrap=True)
+    table = Table(show_lines=False)
+    for col in ("seg", "tasks", "released", "queue", "Celery canvas"):
+        table.add_column(col, overflow="fold")
+    for row in plan.describe():
+        table.add_row(str(row["segment"]), " -> ".join(row["tasks"]), row["release"], row["queue"], row["canvas"])
+    console.print(table)
+    for parent, heads in plan.fan_outs().items():
+        console.print(f"group: {parent} releases {', '.join(heads)} together", highlight=False)
+    console.print(
+        f"decisions: all {len(plan.order)} tasks would run (none cached, none blocked); nothing was dispatched",
+        highlight=False,
+    )
+
+
+# -- status / runs / cancel -----------------------------------------------------------------------
+
+
+def _client() -> Any:
+    from orchestrator.client import Client
+
+    settings = Settings()
+    if settings.embedded:
+        raise ChordflowError(
+            "no CHORDFLOW_REDIS_URL set: status, runs and cancel need the shared Redis the runs live in"
+        )
+    return Client(settings)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client()
+    snap = client.status(args.run_id)
+    if args.json:
+        console.print_json(
+            json.dumps(
+                {
+                    "run_id": snap.run_id,
+                    "state": snap.state,
+                    "meta": snap.meta,
+                    "tasks": {
+                        n: {
+                            "state": s,
+                            "attempts": int(snap.attempts.get(n, 0)),
+                            "host": snap.hosts.get(n),
+                            "progress": snap.progress.get(n),
+                            "duration_s": _duration(snap, n),
+                            "error": json.loads(snap.errors[n]) if n in snap.errors else None,
+                        }
+                        for n, s in snap.states.items()
+                    },
+                }
+            )
+        )
+    else:
+        _print_summary(snap, client.settings, None)
+    return ExitCode.OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    client = _client()
+    table = Table(title="recent runs")
+    for col in ("run_id", "pipeline", "state", "tasks", "created (UTC)", "duration"):
+        table.add_column(col)
+    for snap in client.runs(args.limit):
+        m = snap.meta
+        table.add_row(
+            snap.run_id,
+            m.get("pipeline", ""),
+            f"[{STATE_STYLE.get(snap.state, '')}]{snap.state}[/]",
+            m.get("total", ""),
+            _ts(m.get("created_at")),
+            _span(m.get("created_at"), m.get("finished_at")),
+        )
+    console.print(table)
+    return ExitCode.OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    state = _client().cancel(args.run_id)
+    console.print(f"run {args.run_id}: {state}")
+    return ExitCode.OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.embedded:
+        raise ChordflowError("a worker needs CHORDFLOW_REDIS_URL (the shared Redis it takes work from)")
+    argv = [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "-Q", args.queues or ",".join(settings.queues),
+        "-c", str(args.concurrency or settings.concurrency),
+        "-l", args.loglevel,
+    ]  # fmt: skip
+    if args.hostname:
+        argv += ["-n", args.hostname]
+    if settings.task_events:
+        argv.append("-E")
+    os.execv(sys.executable, argv)
+    return ExitCode.OK  # not reached
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+
+def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
+    order = plan.order if plan is not None else sorted(snap.states)
+    table = Table(title=f"run {snap.run_id}: {snap.state}")
+    for col in ("task", "state", "attempts", "duration", "host", "error"):
+        table.add_column(col, overflow="fold")
+    shown = order if len(order) <= 200 else [n for n in order if snap.states.get(n) not in ("succeeded", "cached")]
+    for name in shown[:200]:
+        state = snap.states.get(name, "pending")
+        err = ""
+        if name in snap.errors and state in ("failed", "retrying"):
+            e = json.loads(snap.errors[name])
+            err = f"{e.get('type')}: {e.get('message', '')[:120]}"
+        table.add_row(
+            name,
+            f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+            snap.attempts.get(name, "0"),
+            _fmt_s(_duration(snap, name)),
+            snap.hosts.get(name, ""),
+            err,
+        )
+    console.print(table)
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(snap.counts().items()))
+    console.print(
+        f"run {snap.run_id} [{STATE_STYLE.get(snap.state, '')}]{snap.state}[/] "
+        f"in {_span(snap.meta.get('created_at'), snap.meta.get('finished_at'))} ({counts})",
+        highlight=False,
+    )
+    root = settings.artifact_root
+    console.print(f"outputs: {root}/<task>/v<version>/{snap.run_id}/", highlight=False)
+    if any(s == "failed" for s in snap.states.values()):
+        console.print(f"error reports: {root / 'errors' / snap.run_id}/  (and {root / 'failed_tasks.log'})", highlight=False)
+
+
+def _duration(snap: Any, node: str) -> float | None:
+    start, end = snap.times.get(f"{node}:started"), snap.times.get(f"{node}:finished")
+    if start and end:
+        return float(end) - float(start)
+    if start:
+        return time.time() - float(start)
+    return None
+
+
+def _fmt_s(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}s"
+
+
+def _ts(epoch: str | None) -> str:
+    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else ""
+
+
+def _span(start: str | None, end: str | None) -> str:
+    if not start:
+        return ""
+    return _fmt_s((float(end) if end else time.time()) - float(start))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
