@@ -1,4 +1,4 @@
-"""chordflow: pipelines of Python task functions on Celery workers, state in Redis.
+"""chordflow runs pipelines of Python task functions on Celery workers, with state in Redis.
 
 Public API::
 

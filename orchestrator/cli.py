@@ -174,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"run [bold]{run_id}[/bold] of pipeline '{plan.pipeline}' ({len(plan.order)} tasks)")
         snap = _watch(client, run_id, plan.order, args, stack)
         _print_summary(snap, settings, plan)
+        _print_sink_results(client, snap, plan)
         if not snap.finished:
             err_console.print(f"[yellow]stopped waiting after {args.timeout}s; run {run_id} goes on[/yellow]")
             return ExitCode.TIMEOUT
@@ -390,6 +391,18 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
     console.print(f"outputs: {root}/<task>/v<version>/{snap.run_id}/", highlight=False)
     if any(s == "failed" for s in snap.states.values()):
         console.print(f"error reports: {root / 'errors' / snap.run_id}/  (and {root / 'failed_tasks.log'})", highlight=False)
+
+
+def _print_sink_results(client: Any, snap: Any, plan: Any) -> None:
+    """Show what the final tasks returned (e.g. where the report went), if it is short."""
+    sinks = [n for n in plan.order if not plan.nodes[n].children]
+    if len(sinks) > 5:
+        return
+    results = client.results(snap.run_id)
+    for name in sinks:
+        if name in results:
+            text = json.dumps(results[name])
+            console.print(f"{name} -> {text if len(text) <= 400 else text[:400] + '...'}", highlight=False, soft_wrap=True)
 
 
 def _duration(snap: Any, node: str) -> float | None:
