@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -255,7 +254,9 @@ def _progress_of(raw: str | None, state: str) -> tuple[float, float]:
 
 
 def _print_plan(plan: Any) -> None:
-    console.print(f"[bold]Plan[/bold] for pipeline '{plan.pipeline}': {len(plan.order)} tasks in {len(plan.segments)} segments")
+    console.print(
+        f"[bold]Plan[/bold] for pipeline '{plan.pipeline}': {len(plan.order)} tasks in {len(plan.segments)} segments"
+    )
     console.print("order: " + " -> ".join(plan.order), highlight=False, soft_wrap=True)
     table = Table(show_lines=False)
     for col in ("seg", "tasks", "released", "queue", "Celery canvas"):
@@ -390,7 +391,9 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
     root = settings.artifact_root
     console.print(f"outputs: {root}/<task>/v<version>/{snap.run_id}/", highlight=False)
     if any(s == "failed" for s in snap.states.values()):
-        console.print(f"error reports: {root / 'errors' / snap.run_id}/  (and {root / 'failed_tasks.log'})", highlight=False)
+        console.print(
+            f"error reports: {root / 'errors' / snap.run_id}/  (and {root / 'failed_tasks.log'})", highlight=False
+        )
 
 
 def _print_sink_results(client: Any, snap: Any, plan: Any) -> None:
@@ -402,7 +405,9 @@ def _print_sink_results(client: Any, snap: Any, plan: Any) -> None:
     for name in sinks:
         if name in results:
             text = json.dumps(results[name])
-            console.print(f"{name} -> {text if len(text) <= 400 else text[:400] + '...'}", highlight=False, soft_wrap=True)
+            console.print(
+                f"{name} -> {text if len(text) <= 400 else text[:400] + '...'}", highlight=False, soft_wrap=True
+            )
 
 
 def _duration(snap: Any, node: str) -> float | None:

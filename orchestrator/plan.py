@@ -149,7 +149,6 @@ def build_plan(pipeline: Pipeline, default_queue: str, max_chain: int = DEFAULT_
             hard_timeout_s=spec.timeout.hard_limit_s,
         )
     segments = [
-        Segment(index=i, nodes=tuple(m), released_by=tuple(sorted(g.predecessors(m[0]))))
-        for i, m in enumerate(members)
+        Segment(index=i, nodes=tuple(m), released_by=tuple(sorted(g.predecessors(m[0])))) for i, m in enumerate(members)
     ]
     return ExecutionPlan(pipeline=pipeline.name, order=order, nodes=nodes, segments=segments)

@@ -41,10 +41,14 @@ class Settings(BaseSettings):
     )
     artifact_root: Path = Field(Path("artifacts"), description="where task outputs go")
     default_queue: str = "chordflow"
-    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["chordflow"], description="queues a worker consumes")
+    queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["chordflow"], description="queues a worker consumes"
+    )
     concurrency: int = Field(2, ge=1, le=256, description="worker processes per worker")
     embedded_workers: int = Field(1, ge=1, le=16, description="worker processes started in embedded mode")
-    task_modules: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks"], description="imported by every worker")
+    task_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tasks"], description="imported by every worker"
+    )
     allowed_task_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks."])
     run_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a run's keys live after it ends")
     max_chain: int = Field(8, ge=1, le=64, description="longest linear run compiled into one Celery chain")

@@ -116,7 +116,7 @@ class RunStore:
         pipe = self.r.pipeline(transaction=True)
         for chunk in _chunks(records.items()):
             pipe.hset(k.nodes, mapping=dict(chunk))
-        for chunk in _chunks(((n, "pending") for n in records)):
+        for chunk in _chunks((n, "pending") for n in records):
             pipe.hset(k.state, mapping=dict(chunk))
         for chunk in _chunks(pending.items()):
             pipe.hset(k.pending, mapping=dict(chunk))

@@ -74,7 +74,9 @@ def client(settings: Settings) -> Client:
 
 
 @pytest.fixture(scope="session")
-def worker(redis_server: RedisServer, worker_env: dict[str, str], artifact_root: Path, client: Client) -> Iterator[WorkerProcess]:
+def worker(
+    redis_server: RedisServer, worker_env: dict[str, str], artifact_root: Path, client: Client
+) -> Iterator[WorkerProcess]:
     """One real ``celery worker`` (prefork, 4 processes) for the whole session."""
     proc = WorkerProcess(
         redis_server.url,

@@ -103,6 +103,10 @@ def layered(width: int, depth: int) -> Pipeline:
     p = Pipeline(f"layered-{width}x{depth}")
     for k in range(depth):
         for j in range(width):
-            deps = [] if k == 0 else sorted({f"n{k - 1}_{j}", f"n{k - 1}_{(j + 1) % width}", f"n{k - 1}_{(j + 7) % width}"})
+            deps = (
+                []
+                if k == 0
+                else sorted({f"n{k - 1}_{j}", f"n{k - 1}_{(j + 1) % width}", f"n{k - 1}_{(j + 7) % width}"})
+            )
             p.add_task(noop, name=f"n{k}_{j}", depends_on=deps)
     return p

@@ -154,7 +154,10 @@ class NodeRunner:
             "at": datetime.now(UTC).isoformat(),
             "error": error,
             "input_sample": redact(
-                {"params": claim.record.get("params") or {}, "upstream": dict(zip(claim.record["up"], claim.parent_results, strict=True))},
+                {
+                    "params": claim.record.get("params") or {},
+                    "upstream": dict(zip(claim.record["up"], claim.parent_results, strict=True)),
+                },
                 self.spec.secret_fields,
             ),
         }
@@ -171,7 +174,9 @@ class NodeRunner:
 
     # -- records --------------------------------------------------------------------------------
 
-    def _write_artifacts(self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str) -> None:
+    def _write_artifacts(
+        self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str
+    ) -> None:
         out = task_dir(self.settings.artifact_root, node, self.spec.version, run_id)
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(result_json, encoding="utf-8")

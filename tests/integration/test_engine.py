@@ -70,7 +70,9 @@ def test_wide_fan_out_of_500_tasks(client: Client) -> None:
     assert set(snap.attempts.values()) == {"1"}
 
 
-def test_non_series_parallel_graph_does_not_wait_for_unrelated_branch(client: Client, redis_client: redis.Redis) -> None:
+def test_non_series_parallel_graph_does_not_wait_for_unrelated_branch(
+    client: Client, redis_client: redis.Redis
+) -> None:
     """A->C, A->D, B->D with B slow: C finishes before B does (no level barrier)."""
     p = (
         Pipeline("nsp")

@@ -24,8 +24,10 @@ def test_pipeline_model_imports_no_celery_and_no_redis() -> None:
 
 def test_redis_keys_are_built_only_in_keys_module() -> None:
     offenders = []
-    for path in list((REPO / "orchestrator").rglob("*.py")) + list((REPO / "workers").rglob("*.py")) + list(
-        (REPO / "tests").rglob("*.py")
+    for path in (
+        list((REPO / "orchestrator").rglob("*.py"))
+        + list((REPO / "workers").rglob("*.py"))
+        + list((REPO / "tests").rglob("*.py"))
     ):
         if path.name == "keys.py" or path == Path(__file__).resolve():
             continue

@@ -103,7 +103,8 @@ def test_config_model_is_used() -> None:
         (
             "unknown_import.toml",
             [
-                "unknown_import.toml: task 'a': field 'uses': module 'tests.pipelines' has no attribute 'does_not_exist'",
+                "unknown_import.toml: task 'a': field 'uses': module 'tests.pipelines' has no attribute "
+                "'does_not_exist'",
                 "unknown_import.toml: task 'b': field 'uses': cannot import module 'tests.nomodule'",
                 "unknown_import.toml: task 'c': field 'uses': 'os.system' is outside the allowed task packages",
             ],
