@@ -60,13 +60,18 @@ def message_template(app: Celery, node: NodePlan) -> str:
     return json.dumps(envelope, separators=(",", ":"))
 
 
-def chain_tail(app: Celery, run_id: str, plan: ExecutionPlan, head: str) -> str | None:
-    """JSON of the Celery ``chain`` field for a segment head: its followers, last first."""
-    seg = plan.segments[plan.nodes[head].segment]
-    if seg.nodes[0] != head or len(seg.nodes) == 1:
+def chain_tail(app: Celery, run_id: str, plan: ExecutionPlan, node: str) -> str | None:
+    """JSON of the Celery ``chain`` field for ``node``: its followers in its segment, last first.
+
+    Every member with followers gets one, not only the head: if the ledger ever has to dispatch
+    a member itself (its attempt was lost with its worker), the rest of the chain goes with it.
+    """
+    seg = plan.segments[plan.nodes[node].segment]
+    followers = seg.nodes[seg.nodes.index(node) + 1 :]
+    if not followers:
         return None
     sigs = []
-    for name in reversed(seg.nodes[1:]):
+    for name in reversed(followers):
         n = plan.nodes[name]
         sig = app.signature(
             n.task,

@@ -8,6 +8,8 @@ run is created and again when it ends.
 key                                       type    content
 ========================================  ======  ==========================================
 chordflow:runs                            zset    run_id -> created epoch seconds (recent runs)
+chordflow:active                          set     run ids not yet finished (what the lease reaper scans)
+chordflow:reaper-lock                     string  held by the one worker reaping this interval (PX)
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
                                                   cancel_requested, ttl_s, params
@@ -26,6 +28,7 @@ chordflow:run:{rid}:leases                hash    node -> "<token>|<expiry epoch
 chordflow:run:{rid}:attempt_log           list    one JSON line per finished attempt
 chordflow:run:{rid}:templates             hash    task name -> Celery message template (see compile.py)
 chordflow:run:{rid}:task_ids              hash    node -> Celery task id of the running attempt (for revoke)
+chordflow:run:{rid}:lost                  hash    node -> attempts lost with their worker (bounded requeues)
 <queue name>                              list    Celery/kombu queue (kombu's own key, not ours)
 ========================================  ======  ==========================================
 """
@@ -36,6 +39,8 @@ from dataclasses import astuple, dataclass
 
 PREFIX = "chordflow"
 RUNS_INDEX = f"{PREFIX}:runs"
+ACTIVE_RUNS = f"{PREFIX}:active"
+REAPER_LOCK = f"{PREFIX}:reaper-lock"
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,16 @@ class RunKeys:
     attempt_log: str
     templates: str
     task_ids: str
+    lost: str
+    active_runs: str  #: global, not per run; always last (the ledger never expires it)
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
         return list(astuple(self))
+
+    def per_run(self) -> list[str]:
+        """The keys owned by this run (everything but the global index)."""
+        return self.ordered()[:-1]
 
 
 def run_keys(run_id: str) -> RunKeys:
@@ -82,4 +93,6 @@ def run_keys(run_id: str) -> RunKeys:
         attempt_log=f"{base}:attempt_log",
         templates=f"{base}:templates",
         task_ids=f"{base}:task_ids",
+        lost=f"{base}:lost",
+        active_runs=ACTIVE_RUNS,
     )

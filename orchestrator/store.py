@@ -57,6 +57,7 @@ class Claim:
     attempt: int = 0
     record: dict[str, Any] = field(default_factory=dict)
     parent_results: list[str | None] = field(default_factory=list)
+    wait_ms: int = 0
 
 
 @dataclass
@@ -133,7 +134,8 @@ class RunStore:
             },
         )
         pipe.zadd(keys.RUNS_INDEX, {run_id: time.time()})
-        for key in k.ordered():
+        pipe.sadd(keys.ACTIVE_RUNS, run_id)
+        for key in k.per_run():
             pipe.expire(key, self.ttl_s)
         try:
             pipe.execute()
@@ -143,8 +145,9 @@ class RunStore:
 
     def _forget(self, run_id: str) -> None:
         try:
-            self.r.delete(*keys.run_keys(run_id).ordered())
+            self.r.delete(*keys.run_keys(run_id).per_run())
             self.r.zrem(keys.RUNS_INDEX, run_id)
+            self.r.srem(keys.ACTIVE_RUNS, run_id)
         except redis.RedisError:
             pass
 
@@ -157,9 +160,16 @@ class RunStore:
 
     # -- transitions (called by workers) -----------------------------------------------------
 
-    def begin(self, run_id: str, node: str, host: str, lease_ms: int, token: str, task_id: str) -> Claim:
-        """Claim an attempt of ``node``: lease, attempt number, its record and its parents' results."""
-        out = self._call(run_id, "begin", node, host, lease_ms, token, task_id)
+    def begin(
+        self, run_id: str, node: str, host: str, lease_ms: int, token: str, task_id: str, max_lost: int = 2
+    ) -> Claim:
+        """Claim an attempt of ``node``: lease, attempt number, its record and its parents' results.
+
+        ``busy`` means another live attempt holds the lease; ``wait_ms`` says for how long at most.
+        """
+        out = self._call(run_id, "begin", node, host, lease_ms, token, task_id, max_lost)
+        if out[0] == "busy":
+            return Claim(status="busy", state=out[1], wait_ms=int(out[2]))
         if out[0] != "run":
             return Claim(status=out[0], state=out[1])
         return Claim(
@@ -170,14 +180,31 @@ class RunStore:
             parent_results=[v if v != "" else None for v in out[3:]],
         )
 
-    def succeed(self, run_id: str, node: str, result_json: str, log_line: str) -> str:
-        return str(self._call(run_id, "succeed", node, result_json, log_line)[0])
+    def succeed(self, run_id: str, node: str, token: str, result_json: str, log_line: str) -> str:
+        """Record the result and release children; ``dup``/``stale`` if this attempt no longer owns the node."""
+        return str(self._call(run_id, "succeed", node, token, result_json, log_line)[0])
 
-    def fail(self, run_id: str, node: str, error_json: str, log_line: str) -> str:
-        return str(self._call(run_id, "fail", node, error_json, log_line)[0])
+    def fail(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
+        return str(self._call(run_id, "fail", node, token, error_json, log_line)[0])
 
-    def defer(self, run_id: str, node: str, error_json: str, log_line: str) -> str:
-        return str(self._call(run_id, "defer", node, error_json, log_line)[0])
+    def defer(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
+        return str(self._call(run_id, "defer", node, token, error_json, log_line)[0])
+
+    def lost(
+        self, run_id: str, node: str, task_id: str, reason: str, error_json: str, log_line: str,
+        max_lost: int, retry: bool,
+    ) -> str:  # fmt: skip
+        """An attempt died without settling (worker lost, hard timeout): requeue, retry or fail it."""
+        return str(
+            self._call(run_id, "lost", node, task_id, reason, error_json, log_line, max_lost, "1" if retry else "0")[0]
+        )
+
+    def reap(self, run_id: str, max_lost: int) -> int:
+        """Requeue (or fail) running attempts of ``run_id`` whose lease expired; returns how many."""
+        return int(self._call(run_id, "reap", max_lost))
+
+    def active_runs(self) -> list[str]:
+        return sorted(self.r.smembers(keys.ACTIVE_RUNS))
 
     def cancel(self, run_id: str) -> tuple[str, list[str]]:
         """Set the persistent cancel flag; returns (status, Celery ids of attempts to terminate)."""

@@ -52,7 +52,25 @@ def create_app(settings: Settings, register: bool = False) -> Celery:
         import_task_modules(settings.task_modules)
         for spec in registered_tasks().values():
             register_task(app, spec, settings)
+        _start_reaper_with_worker(settings)
     return app
+
+
+def _start_reaper_with_worker(settings: Settings) -> None:
+    """Run the lease reaper in the worker's main process while it consumes."""
+    from celery import signals
+
+    from workers.reaper import Reaper
+
+    reaper = Reaper(settings)
+
+    @signals.worker_ready.connect(weak=False)
+    def _start(**_: Any) -> None:
+        reaper.start()
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _stop(**_: Any) -> None:
+        reaper.stop()
 
 
 def import_task_modules(names: list[str]) -> None:
@@ -78,6 +96,8 @@ def register_task(app: Celery, spec: TaskSpec, settings: Settings) -> Any:
     run_node.__name__ = spec.fn.__name__
     run_node.__doc__ = spec.fn.__doc__
     return app.task(
+        Request="workers.request:LedgerRequest",
+        chordflow_runner=runner,
         name=spec.name,
         bind=True,
         typing=False,

@@ -26,6 +26,7 @@ from orchestrator.artifacts import error_report_path, failed_log_path, task_dir,
 from orchestrator.redact import redact
 from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
+from orchestrator.keys import run_keys as store_keys
 from orchestrator.store import RunStore, connect
 from workers.context import WorkerContext
 from workers.logs import get_logger
@@ -60,8 +61,17 @@ class NodeRunner:
     def __call__(self, celery_task: Any, run_id: str, node: str) -> Any:
         store = store_for(self.settings)
         host = celery_task.request.hostname or socket.gethostname()
-        claim = store.begin(run_id, node, host, self._lease_ms, uuid.uuid4().hex, celery_task.request.id or "")
+        token = uuid.uuid4().hex
+        claim = store.begin(
+            run_id, node, host, self._lease_ms, token, celery_task.request.id or "", self.settings.max_worker_lost
+        )
         log = get_logger(run_id=run_id, task=node, attempt=claim.attempt, host=host)
+        if claim.status == "busy":
+            # Another live attempt holds the lease (a redelivered duplicate): look again when it must
+            # have ended, instead of dropping the message or running the task twice at once.
+            wait_s = min(claim.wait_ms / 1000 + 0.5, self._retry_cap_s)
+            log.info("task.duplicate_delivery", wait_s=round(wait_s, 3))
+            raise celery_task.retry(countdown=wait_s, max_retries=None)
         if claim.status != "run":
             log.info("task.skipped", reason=claim.status, state=claim.state)
             return None
@@ -83,13 +93,18 @@ class NodeRunner:
             result_json = self._dump(value)
         except Exception as exc:
             duration = time.monotonic() - started
-            self._on_error(celery_task, store, claim, ctx, exc, duration)
+            self._on_error(celery_task, store, claim, ctx, exc, duration, token)
             raise  # Celery (and Flower) see the failure; _on_error may have raised Retry instead
         duration = time.monotonic() - started
         if self.settings.write_artifacts:
             self._write_artifacts(claim, run_id, node, result_json, duration, host)
-        store.succeed(run_id, node, result_json, self._log_line(node, claim.attempt, "succeeded", duration, host))
-        log.info("task.succeeded", duration_s=round(duration, 6))
+        outcome = store.succeed(
+            run_id, node, token, result_json, self._log_line(node, claim.attempt, "succeeded", duration, host)
+        )
+        if outcome != "ok":  # our lease was taken over (we were presumed lost): the result is discarded
+            log.warning("task.result_discarded", reason=outcome)
+        else:
+            log.info("task.succeeded", duration_s=round(duration, 6))
         return None
 
     # -- inputs and outputs ---------------------------------------------------------------------
@@ -121,7 +136,14 @@ class NodeRunner:
     # -- failures -------------------------------------------------------------------------------
 
     def _on_error(
-        self, celery_task: Any, store: RunStore, claim: Any, ctx: WorkerContext, exc: Exception, duration: float
+        self,
+        celery_task: Any,
+        store: RunStore,
+        claim: Any,
+        ctx: WorkerContext,
+        exc: Exception,
+        duration: float,
+        token: str,
     ) -> None:
         run_id, node, attempt = ctx.run_id, ctx.node, claim.attempt
         host = celery_task.request.hostname or socket.gethostname()
@@ -136,11 +158,13 @@ class NodeRunner:
         wait_s = next_wait(self.spec.retry, attempt, exc, self._retry_cap_s)
         line = self._log_line(node, attempt, "retrying" if wait_s is not None else "failed", duration, host, exc)
         if wait_s is not None:
-            store.defer(run_id, node, json.dumps(error), line)
+            if store.defer(run_id, node, token, json.dumps(error), line) != "ok":
+                return  # no longer ours: another attempt owns the node
             ctx.log.warning("task.retrying", error=error["type"], message=error["message"], wait_s=round(wait_s, 3))
             raise celery_task.retry(countdown=wait_s, max_retries=None, exc=exc)
+        if store.fail(run_id, node, token, json.dumps(error), line) != "ok":
+            return
         self._write_error_report(claim, ctx, error, host)
-        store.fail(run_id, node, json.dumps(error), line)
         ctx.log.error("task.failed", error=error["type"], message=error["message"], reason=reason)
 
     def _write_error_report(self, claim: Any, ctx: WorkerContext, error: dict[str, Any], host: str) -> None:
@@ -171,6 +195,30 @@ class NodeRunner:
                 fh.write(json.dumps(summary) + "\n")
         except OSError as exc:  # a full disk must not hide the task failure itself
             ctx.log.error("report.write_failed", error=str(exc))
+
+    def on_lost(self, run_id: str, node: str, task_id: str, host: str, reason: str, message: str) -> str:
+        """Called in the worker's main process when an attempt died without settling.
+
+        ``worker_lost``: the pool process died; Celery requeues the message, the ledger counts it and
+        fails the node after ``max_worker_lost``. ``timeout``: the hard limit killed it; retried per
+        policy, else failed with reason ``timeout``.
+        """
+        store = store_for(self.settings)
+        error = {"type": "TimeLimitExceeded" if reason == "timeout" else "WorkerLostError", "message": message,
+                 "reason": reason, "traceback": []}  # fmt: skip
+        attempt = 0
+        retry = False
+        if reason == "timeout":
+            attempts = store.r.hget(store_keys(run_id).attempts, node)
+            attempt = int(attempts or 0)
+            retry = next_wait(self.spec.retry, attempt, TimeoutError(message), self._retry_cap_s) is not None
+        line = json.dumps({"task": node, "attempt": attempt, "outcome": reason, "host": host, "at": time.time(),
+                           "error": error["type"], "message": message[:300]})  # fmt: skip
+        outcome = store.lost(
+            run_id, node, task_id, reason, json.dumps(error), line, self.settings.max_worker_lost, retry
+        )
+        get_logger(run_id=run_id, task=node, host=host).warning("task.lost", reason=reason, outcome=outcome)
+        return outcome
 
     # -- records --------------------------------------------------------------------------------
 

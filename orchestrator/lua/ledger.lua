@@ -3,6 +3,7 @@
 -- KEYS (orchestrator/keys.py RunKeys.ordered()):
 --   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
+--   16 lost  17 active runs (global set; never expired here)
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
 -- Settling a node (succeeded/failed/...) is write-once: a second settle of a
@@ -13,7 +14,7 @@
 
 local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS, K_LOST, K_ACTIVE = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17]
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
 local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}
@@ -42,7 +43,8 @@ local function finalize_run()
   end
   redis.call('HSET', K_META, 'state', st, 'finished_at', NOW_S)
   local ttl = tonumber(redis.call('HGET', K_META, 'ttl_s') or '604800')
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 1, #KEYS - 1 do redis.call('EXPIRE', KEYS[i], ttl) end
+  redis.call('SREM', K_ACTIVE, RUN_ID)
 end
 
 -- mark a node terminal and count it; finalizes the run when it was the last one
@@ -128,10 +130,35 @@ local function op_dispatch()
   return n
 end
 
--- begin(node, host, lease_ms, token, task_id): claim an attempt.
--- Returns {'run', attempt, node_record, parent_result...} or {reason, state}.
+-- an attempt died without settling: count it; beyond max_lost the node fails as worker_lost
+-- returns true if the node was failed
+local function count_lost(node, max_lost)
+  if redis.call('HINCRBY', K_LOST, node, 1) > max_lost then
+    redis.call('HSET', K_ERRORS, node, cjson.encode({type = 'WorkerLost', reason = 'worker_lost',
+      message = 'the worker running this task was lost ' .. (max_lost + 1) .. ' times'}))
+    finish(node, 'failed')
+    propagate(node, false)
+    return true
+  end
+  return false
+end
+
+local function lease_expiry(node)
+  local lease = redis.call('HGET', K_LEASES, node)
+  if not lease then return nil end
+  return tonumber(string.match(lease, '|(%d+)$'))
+end
+
+local function owns(node, token)
+  local lease = redis.call('HGET', K_LEASES, node)
+  return lease ~= false and string.sub(lease, 1, #token + 1) == token .. '|'
+end
+
+-- begin(node, host, lease_ms, token, task_id, max_lost): claim an attempt.
+-- Returns {'run', attempt, node_record, parent_result...}, {'busy', state, wait_ms} or {reason, state}.
 local function op_begin()
   local node, host, lease_ms, token, task_id = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+  local max_lost = tonumber(ARGV[8])
   local st = redis.call('HGET', K_STATE, node)
   if not st then return {'missing', ''} end
   if TERMINAL[st] then return {'done', st} end
@@ -141,11 +168,10 @@ local function op_begin()
     return {'cancelled', 'cancelled'}
   end
   if st == 'running' then
-    local lease = redis.call('HGET', K_LEASES, node)
-    if lease then
-      local expiry = tonumber(string.match(lease, '|(%d+)$'))
-      if expiry and expiry > NOW_MS then return {'busy', st} end
-    end
+    local expiry = lease_expiry(node)
+    if expiry and expiry > NOW_MS then return {'busy', st, expiry - NOW_MS} end
+    -- the previous attempt's lease ran out: it was lost with its worker
+    if count_lost(node, max_lost) then return {'done', 'failed'} end
   elseif st ~= 'queued' and st ~= 'retrying' then
     return {'not_ready', st}
   end
@@ -165,11 +191,19 @@ local function op_begin()
   return out
 end
 
--- succeed(node, result_json, log_line): write-once completion + release
-local function op_succeed()
-  local node, result, line = ARGV[3], ARGV[4], ARGV[5]
+-- settle guard: only the attempt holding the lease may settle a running node
+local function settle_guard(node, token)
   local st = redis.call('HGET', K_STATE, node)
   if not st or TERMINAL[st] then return {'dup', st or ''} end
+  if st ~= 'running' or not owns(node, token) then return {'stale', st} end
+  return nil
+end
+
+-- succeed(node, token, result_json, log_line): write-once completion + release
+local function op_succeed()
+  local node, token, result, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local refused = settle_guard(node, token)
+  if refused then return refused end
   redis.call('HSET', K_RESULTS, node, result)
   redis.call('RPUSH', K_LOG, line)
   finish(node, 'succeeded')
@@ -177,11 +211,11 @@ local function op_succeed()
   return {'ok', 'succeeded'}
 end
 
--- fail(node, error_json, log_line): write-once failure; descendants upstream_failed, `always` children run
+-- fail(node, token, error_json, log_line): write-once failure; descendants upstream_failed, `always` run
 local function op_fail()
-  local node, err, line = ARGV[3], ARGV[4], ARGV[5]
-  local st = redis.call('HGET', K_STATE, node)
-  if not st or TERMINAL[st] then return {'dup', st or ''} end
+  local node, token, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local refused = settle_guard(node, token)
+  if refused then return refused end
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('RPUSH', K_LOG, line)
   finish(node, 'failed')
@@ -189,16 +223,59 @@ local function op_fail()
   return {'ok', 'failed'}
 end
 
--- defer(node, error_json, log_line): this attempt failed, another one is scheduled
+-- defer(node, token, error_json, log_line): this attempt failed, another one is scheduled
 local function op_defer()
-  local node, err, line = ARGV[3], ARGV[4], ARGV[5]
-  local st = redis.call('HGET', K_STATE, node)
-  if not st or TERMINAL[st] then return {'dup', st or ''} end
+  local node, token, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local refused = settle_guard(node, token)
+  if refused then return refused end
   redis.call('HSET', K_STATE, node, 'retrying')
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('HDEL', K_LEASES, node)
   redis.call('RPUSH', K_LOG, line)
   return {'ok', 'retrying'}
+end
+
+-- lost(node, task_id, reason, error_json, log_line, max_lost, retry): the worker's main process saw the
+-- attempt die (pool process lost: Celery requeues the message; hard time limit: the message is acked)
+local function op_lost()
+  local node, task_id, reason, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  local max_lost, retry = tonumber(ARGV[8]), ARGV[9] == '1'
+  local st = redis.call('HGET', K_STATE, node)
+  if st ~= 'running' then return {'dup', st or ''} end
+  if redis.call('HGET', K_TASK_IDS, node) ~= task_id then return {'stale', st} end
+  redis.call('RPUSH', K_LOG, line)
+  redis.call('HSET', K_ERRORS, node, err)
+  redis.call('HDEL', K_LEASES, node)
+  if reason == 'worker_lost' then
+    if count_lost(node, max_lost) then return {'failed', 'failed'} end
+    redis.call('HSET', K_STATE, node, 'queued')  -- the requeued message runs it again
+    return {'requeued', 'queued'}
+  end
+  if retry then
+    dispatch(node)
+    return {'retrying', 'queued'}
+  end
+  finish(node, 'failed')
+  propagate(node, false)
+  return {'failed', 'failed'}
+end
+
+-- reap(max_lost): running attempts whose lease expired lost their worker; run them again
+local function op_reap()
+  local max_lost = tonumber(ARGV[3])
+  local n = 0
+  local leases = redis.call('HGETALL', K_LEASES)
+  for i = 1, #leases, 2 do
+    local node = leases[i]
+    local expiry = tonumber(string.match(leases[i + 1], '|(%d+)$'))
+    if expiry and expiry <= NOW_MS and redis.call('HGET', K_STATE, node) == 'running' then
+      redis.call('HDEL', K_LEASES, node)
+      redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'lease_expired', at = NOW_S}))
+      if not count_lost(node, max_lost) then dispatch(node) end
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- cancel(): persistent flag; every unsettled node becomes cancelled now, so the run
@@ -225,5 +302,7 @@ elseif OP == 'fail' then return op_fail()
 elseif OP == 'defer' then return op_defer()
 elseif OP == 'dispatch' then return op_dispatch()
 elseif OP == 'cancel' then return op_cancel()
+elseif OP == 'lost' then return op_lost()
+elseif OP == 'reap' then return op_reap()
 end
 return redis.error_reply('chordflow ledger: unknown operation ' .. tostring(OP))

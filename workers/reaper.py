@@ -1,0 +1,52 @@
+"""The lease reaper: runs inside every worker (no extra daemon), one at a time.
+
+An attempt holds a lease of ``hard timeout + lease_margin_s``; Celery kills
+the attempt at the hard limit, so a lease that expires means the attempt's
+worker is gone (host down, whole worker SIGKILLed, network cut). Every
+``reaper_interval_s`` one worker (a Redis lock decides which) asks the ledger
+to requeue such attempts, or fail them after ``max_worker_lost``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import redis
+
+from orchestrator import keys
+from orchestrator.settings import Settings
+from orchestrator.store import RunStore, connect
+from workers.logs import get_logger
+
+
+class Reaper(threading.Thread):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="chordflow-reaper", daemon=True)
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.identity = uuid.uuid4().hex
+        self.log = get_logger(component="reaper")
+
+    def run(self) -> None:
+        store = RunStore(connect(self.settings.redis_url_value()), self.settings.run_ttl_s)
+        interval = self.settings.reaper_interval_s
+        while not self.stop_event.wait(interval):
+            try:
+                self.sweep(store, interval)
+            except redis.RedisError as exc:  # Redis restarting: try again next interval
+                self.log.warning("reaper.redis_error", error=str(exc))
+
+    def sweep(self, store: RunStore, interval: float) -> int:
+        if not store.r.set(keys.REAPER_LOCK, self.identity, nx=True, px=max(int(interval * 900), 100)):
+            return 0
+        reaped = 0
+        for run_id in store.active_runs():
+            n = store.reap(run_id, self.settings.max_worker_lost)
+            if n:
+                self.log.warning("reaper.requeued", run_id=run_id, attempts=n)
+                reaped += n
+        return reaped
+
+    def stop(self) -> None:
+        self.stop_event.set()
