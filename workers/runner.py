@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from orchestrator import __version__
 from orchestrator.artifacts import error_report_path, failed_log_path, task_dir, write_json
-from orchestrator.redact import redact
+from orchestrator.keys import run_keys as store_keys
+from orchestrator.redact import redact, scrub, secret_values
 from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
-from orchestrator.keys import run_keys as store_keys
 from orchestrator.store import RunStore, connect
 from workers.context import WorkerContext
 from workers.logs import get_logger
@@ -57,6 +57,7 @@ class NodeRunner:
         )
         self._lease_ms = int((spec.timeout.hard_limit_s + settings.lease_margin_s) * 1000)
         self._retry_cap_s = settings.visibility_timeout_s / 2
+        self._secret_fields = set(spec.secret_fields) | _secret_typed_fields(spec.config_model)
 
     def __call__(self, celery_task: Any, run_id: str, node: str) -> Any:
         store = store_for(self.settings)
@@ -93,8 +94,9 @@ class NodeRunner:
             result_json = self._dump(value)
         except Exception as exc:
             duration = time.monotonic() - started
-            self._on_error(celery_task, store, claim, ctx, exc, duration, token)
-            raise  # Celery (and Flower) see the failure; _on_error may have raised Retry instead
+            error = self._on_error(celery_task, store, claim, ctx, exc, duration, token)
+            # Celery (and Flower) see the failure, with secrets scrubbed from its message
+            raise TaskFailed(f"{error['type']}: {error['message']}") from None
         duration = time.monotonic() - started
         if self.settings.write_artifacts:
             self._write_artifacts(claim, run_id, node, result_json, duration, host)
@@ -144,28 +146,31 @@ class NodeRunner:
         exc: Exception,
         duration: float,
         token: str,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Record a failed attempt: retry (raises Celery's Retry) or fail; returns the scrubbed error."""
         run_id, node, attempt = ctx.run_id, ctx.node, claim.attempt
         host = celery_task.request.hostname or socket.gethostname()
         reason = "timeout" if isinstance(exc, SoftTimeLimitExceeded) else "exception"
+        secrets = secret_values(claim.record.get("params") or {}, self._secret_fields)
         error = {
             "type": type(exc).__name__,
-            "message": str(exc)[:2000],
+            "message": scrub(str(exc), secrets)[:2000],
             "reason": reason,
             "attempt": attempt,
-            "traceback": traceback.format_exception(exc)[-TRACEBACK_LINES:],
+            "traceback": [scrub(line, secrets) for line in traceback.format_exception(exc)][-TRACEBACK_LINES:],
         }
         wait_s = next_wait(self.spec.retry, attempt, exc, self._retry_cap_s)
-        line = self._log_line(node, attempt, "retrying" if wait_s is not None else "failed", duration, host, exc)
+        line = self._log_line(node, attempt, "retrying" if wait_s is not None else "failed", duration, host, error)
         if wait_s is not None:
             if store.defer(run_id, node, token, json.dumps(error), line) != "ok":
-                return  # no longer ours: another attempt owns the node
+                return error  # no longer ours: another attempt owns the node
             ctx.log.warning("task.retrying", error=error["type"], message=error["message"], wait_s=round(wait_s, 3))
             raise celery_task.retry(countdown=wait_s, max_retries=None, exc=exc)
         if store.fail(run_id, node, token, json.dumps(error), line) != "ok":
-            return
+            return error
         self._write_error_report(claim, ctx, error, host)
         ctx.log.error("task.failed", error=error["type"], message=error["message"], reason=reason)
+        return error
 
     def _write_error_report(self, claim: Any, ctx: WorkerContext, error: dict[str, Any], host: str) -> None:
         root = self.settings.artifact_root
@@ -182,7 +187,7 @@ class NodeRunner:
                     "params": claim.record.get("params") or {},
                     "upstream": dict(zip(claim.record["up"], claim.parent_results, strict=True)),
                 },
-                self.spec.secret_fields,
+                self._secret_fields,
             ),
         }
         try:
@@ -235,7 +240,7 @@ class NodeRunner:
                 "task": node,
                 "task_name": self.spec.name,
                 "version": self.spec.version,
-                "params": redact(claim.record.get("params") or {}, self.spec.secret_fields),
+                "params": redact(claim.record.get("params") or {}, self._secret_fields),
                 "inputs": {
                     p: (None if r is None else _sha256(r))
                     for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
@@ -249,7 +254,7 @@ class NodeRunner:
         )
 
     def _log_line(
-        self, node: str, attempt: int, outcome: str, duration: float, host: str, exc: BaseException | None = None
+        self, node: str, attempt: int, outcome: str, duration: float, host: str, error: dict[str, Any] | None = None
     ) -> str:
         line: dict[str, Any] = {
             "task": node,
@@ -259,9 +264,19 @@ class NodeRunner:
             "host": host,
             "at": time.time(),
         }
-        if exc is not None:
-            line.update(error=type(exc).__name__, message=str(redact(str(exc)))[:300])
+        if error is not None:
+            line.update(error=error["type"], message=error["message"][:300])
         return json.dumps(line)
+
+
+class TaskFailed(Exception):
+    """What Celery sees when a task fails: the original type and a scrubbed message."""
+
+
+def _secret_typed_fields(model: type[BaseModel] | None) -> set[str]:
+    if model is None:
+        return set()
+    return {name for name, f in model.model_fields.items() if f.annotation in (SecretStr, SecretStr | None)}
 
 
 def _as_permanent(fn: Any, value: Any) -> Any:

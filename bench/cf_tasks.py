@@ -1,0 +1,83 @@
+"""chordflow tasks used by the benchmarks (workers import this module via
+``CHORDFLOW_TASK_MODULES=bench.cf_tasks``), plus the pipeline shapes built from them.
+
+Every shape here has an exact twin in :mod:`bench.raw_celery_app` and :mod:`bench.dask_peer`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from orchestrator import Pipeline, task
+
+
+class SleepConfig(BaseModel):
+    seconds: float = 0.0
+
+
+@task(name="bench.noop")
+def noop() -> None:
+    """Does nothing (its result, ``null``, is still stored in the run's results hash)."""
+
+
+@task(name="bench.sleep")
+def sleep(config: SleepConfig) -> None:
+    time.sleep(config.seconds)
+
+
+def fanout(n: int) -> Pipeline:
+    """``n`` independent no-ops (all roots)."""
+    p = Pipeline(f"fanout-{n}")
+    for i in range(n):
+        p.add_task(noop, name=f"t{i}")
+    return p
+
+
+def chain(n: int) -> Pipeline:
+    """``n`` no-ops in sequence."""
+    p = Pipeline(f"chain-{n}")
+    for i in range(n):
+        p.add_task(noop, name=f"c{i}", depends_on=[f"c{i - 1}"] if i else [])
+    return p
+
+
+def layered_parents(width: int, k: int, j: int) -> list[int]:
+    """Parents (indices in layer k-1) of node j of layer k: j, j+1, j+7 (mod width), deduplicated."""
+    return sorted({j % width, (j + 1) % width, (j + 7) % width})
+
+
+def layered(width: int, depth: int) -> Pipeline:
+    """``depth`` layers of ``width`` no-ops; each node depends on 2-3 nodes of the previous layer
+    (the same shape as ``tests.pipelines.layered``)."""
+    p = Pipeline(f"layered-{width}x{depth}")
+    for k in range(depth):
+        for j in range(width):
+            deps = [] if k == 0 else [f"n{k - 1}_{i}" for i in layered_parents(width, k, j)]
+            p.add_task(noop, name=f"n{k}_{j}", depends_on=deps)
+    return p
+
+
+def exactness(slow_s: float, chain_n: int, short_s: float) -> Pipeline:
+    """A non-series-parallel DAG (an "N" inside it):
+
+        A (fast root) -> C1 -> C2 -> ... -> Cn ---------\\
+        A ------------------------------------> J --> F
+        S (sleeps slow_s) --------------------> J
+
+    C1..Cn sleep ``short_s`` each and depend only on A; J joins A and S; F joins J and Cn.
+    Critical path = max(slow_s, n * short_s) (no-ops count as 0).
+    """
+    p = Pipeline("exactness")
+    p.add_task(noop, name="A")
+    p.add_task(sleep, name="S", params={"seconds": slow_s})
+    for i in range(1, chain_n + 1):
+        p.add_task(sleep, name=f"C{i}", depends_on=["A" if i == 1 else f"C{i - 1}"], params={"seconds": short_s})
+    p.add_task(noop, name="J", depends_on=["A", "S"])
+    p.add_task(noop, name="F", depends_on=["J", f"C{chain_n}"])
+    return p
+
+
+def critical_path_s(slow_s: float, chain_n: int, short_s: float) -> float:
+    return max(slow_s, chain_n * short_s)

@@ -1,0 +1,807 @@
+"""Shared machinery of ``make bench``: a private Redis, the two kinds of Celery workers, timers,
+summaries, ``INFO commandstats`` diffs, a MONITOR reader and machine info.
+
+Both systems run against ONE private ``redis-server`` started here with
+:class:`orchestrator.embedded.RedisServer` and ``appendonly=False`` (no AOF, no RDB saves), so
+neither pays for persistence. chordflow uses db 0, raw Celery db 1 (broker and result backend).
+The machine's shared Redis on 6379 is never used.
+
+Workers: one chordflow worker (``celery -A workers.app worker``, started through
+:class:`orchestrator.embedded.WorkerProcess`) and one raw Celery worker
+(``celery -A bench.raw_celery_app worker``) with the same command-line flags and the same app
+settings. Both stay up for the whole Celery phase; the one not being measured sits idle on BRPOP.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import datetime as _dt
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+from pydantic import SecretStr
+
+from orchestrator.embedded import RedisServer, WorkerProcess
+from orchestrator.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+CF_QUEUE = "chordflow"
+RAW_QUEUE = "raw"
+CONCURRENCY = 2
+WORKER_FLAGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration of one bench run
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    repeat: int = 5
+    fanout_n: int = 10_000
+    chain_n: int = 200
+    layered_width: int = 100
+    layered_depth: int = 10
+    exact_slow_s: float = 2.0
+    exact_chain_n: int = 20
+    exact_short_s: float = 0.05
+    scale_sizes: tuple[int, ...] = (10, 1_000, 10_000, 100_000)
+    scale_repeat: int = 5  #: repetitions per scale size (the largest size runs once)
+    profile_fanout_n: int = 1_000
+
+    @classmethod
+    def make(cls, quick: bool, repeat: int | None) -> Config:
+        if quick:
+            c = cls(
+                quick=True,
+                repeat=2,
+                fanout_n=1_000,
+                chain_n=50,
+                layered_width=20,
+                layered_depth=10,
+                exact_slow_s=1.0,
+                exact_chain_n=20,
+                exact_short_s=0.025,
+                scale_sizes=(10, 1_000, 10_000),
+                scale_repeat=1,
+                profile_fanout_n=300,
+            )
+        else:
+            c = cls()
+        if repeat is not None:
+            c.repeat = repeat
+            c.scale_repeat = min(repeat, c.scale_repeat) if quick else repeat
+        return c
+
+
+# ----------------------------------------------------------------------------------------------
+# processes
+
+
+def _die_with_parent() -> None:
+    """In the child: own process group, SIGKILL when the bench driver dies."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def terminate(proc: subprocess.Popen[Any] | None, grace_s: float = 10.0) -> None:
+    """SIGTERM the child's process group, SIGKILL what is left (same policy as orchestrator.embedded)."""
+    if proc is None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            if pgid is not None:
+                os.killpg(pgid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class RawWorker:
+    """``celery -A bench.raw_celery_app worker`` with exactly chordflow's worker flags."""
+
+    def __init__(self, url: str, log_path: Path) -> None:
+        self.url = url
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RawWorker:
+        env = dict(os.environ)
+        env["BENCH_RAW_URL"] = self.url
+        env["C_FORCE_ROOT"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "bench.raw_celery_app", "worker",
+            "--loglevel", "WARNING", "-c", str(CONCURRENCY), "-Q", RAW_QUEUE,
+            "-n", "raw@%h", *WORKER_FLAGS,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        terminate(self.proc)
+        self.proc = None
+
+
+class Stack:
+    """Private Redis + one chordflow worker + one raw Celery worker; stops everything on exit."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="chordflow-bench-"))
+        self.redis = RedisServer(self.tmp / "redis", appendonly=False)
+        self.artifacts = self.tmp / "artifacts"
+        self.cf_worker: WorkerProcess | None = None
+        self.raw_worker: RawWorker | None = None
+        self._client: Any = None
+
+    # urls and clients
+    @property
+    def cf_url(self) -> str:
+        return self.redis.url  # db 0
+
+    @property
+    def raw_url(self) -> str:
+        return self.redis.url[: -len("/0")] + "/1"
+
+    def r(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.redis.port, password=self.redis.password, db=db)
+
+    def settings(self) -> Settings:
+        return Settings(
+            redis_url=SecretStr(self.cf_url),
+            artifact_root=self.artifacts,
+            task_modules=["bench.cf_tasks"],
+            allowed_task_prefixes=["bench."],
+            task_events=False,
+        )
+
+    def cf_client(self) -> Any:
+        if self._client is None:
+            from orchestrator.client import Client
+
+            self._client = Client(self.settings())
+        return self._client
+
+    def cf_worker_env(self) -> dict[str, str]:
+        return {
+            "CHORDFLOW_TASK_MODULES": "bench.cf_tasks",
+            "CHORDFLOW_ALLOWED_TASK_PREFIXES": "bench.",
+            "CHORDFLOW_ARTIFACT_ROOT": str(self.artifacts),
+            "CHORDFLOW_TASK_EVENTS": "false",
+            "C_FORCE_ROOT": "1",
+        }
+
+    # lifecycle
+    def start(self) -> Stack:
+        self.redis.start()
+        assert self.redis.port != 6379
+        return self
+
+    def start_workers(self) -> None:
+        self.cf_worker = WorkerProcess(
+            self.cf_url,
+            "cf@%h",
+            concurrency=CONCURRENCY,
+            queues=[CF_QUEUE],
+            log_path=self.tmp / "logs" / "cf-worker.log",
+            extra_env=self.cf_worker_env(),
+            cwd=REPO,
+        ).start()
+        self.raw_worker = RawWorker(self.raw_url, self.tmp / "logs" / "raw-worker.log").start()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """A small run on each system: proves both workers consume and warms their processes."""
+        from bench import cf_tasks, raw_celery_app
+
+        client = self.cf_client()
+        p = cf_tasks.fanout(20)
+        deadline = time.monotonic() + 90
+        run_id = client.submit(p)
+        while True:
+            snap = client.wait(run_id, timeout_s=2, poll_s=0.05, detail=False)
+            if snap.finished:
+                break
+            if not (self.cf_worker and self.cf_worker.alive) or time.monotonic() > deadline:
+                raise RuntimeError(f"chordflow worker did not come up; see {self.tmp / 'logs' / 'cf-worker.log'}")
+        if snap.state != "succeeded":
+            raise RuntimeError(f"chordflow warm-up run ended {snap.state}")
+        raw_celery_app.configure(self.raw_url)
+        from celery import group
+
+        res = group(raw_celery_app.noop.s() for _ in range(20)).apply_async()
+        try:
+            res.get(timeout=90)
+        except Exception as exc:
+            where = self.tmp / "logs" / "raw-worker.log"
+            raise RuntimeError(f"raw Celery worker did not come up; see {where}") from exc
+        self.raw_cleanup()
+        self.clean_artifacts()
+
+    def check_workers(self) -> None:
+        if self.cf_worker is not None and not self.cf_worker.alive:
+            raise RuntimeError(f"chordflow worker died; see {self.tmp / 'logs' / 'cf-worker.log'}")
+        if self.raw_worker is not None and not self.raw_worker.alive:
+            raise RuntimeError(f"raw worker died; see {self.tmp / 'logs' / 'raw-worker.log'}")
+
+    def worker_pids(self, which: str) -> list[int]:
+        w = self.cf_worker if which == "chordflow" else self.raw_worker
+        if w is None or w.proc is None:
+            return []
+        try:
+            p = psutil.Process(w.proc.pid)
+            return [p.pid] + [c.pid for c in p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop_workers(self) -> None:
+        for w in (self.cf_worker, self.raw_worker):
+            if w is not None:
+                w.stop()
+        self.cf_worker = self.raw_worker = None
+
+    def close(self) -> None:
+        try:
+            self.stop_workers()
+        finally:
+            self.redis.stop()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # housekeeping between repetitions (never timed)
+    def raw_cleanup(self) -> int:
+        """Delete raw Celery's result keys (db 1) so every repetition starts alike; kombu's keys stay."""
+        r = self.r(1)
+        n = 0
+        batch: list[bytes] = []
+        for key in r.scan_iter(match="celery-task*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                n += r.delete(*batch)
+                batch = []
+        if batch:
+            n += r.delete(*batch)
+        return n
+
+    def clean_artifacts(self) -> None:
+        """chordflow writes result.json + metadata.json per task (the default); remove them between runs."""
+        if self.artifacts.exists():
+            for child in self.artifacts.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# timing and summaries
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def summary(values: Iterable[float]) -> dict[str, Any]:
+    vals = [float(v) for v in values]
+    if not vals:
+        return {"n": 0}
+    return {
+        "n": len(vals),
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "values": vals,
+    }
+
+
+def fmt(s: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``median (min–max)`` of a summary; ``–`` when absent."""
+    if not s or not s.get("n"):
+        return "–"
+
+    def f(v: float) -> str:
+        v = v * scale
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - len(str(int(abs(v)))), 0)}f}"
+
+    if s["n"] == 1:
+        return f"{f(s['median'])} (n=1)"
+    return f"{f(s['median'])} ({f(s['min'])}–{f(s['max'])})"
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    if not a or not b or not a.get("n") or not b.get("n") or not b["median"]:
+        return None
+    return a["median"] / b["median"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Redis instrumentation
+
+
+def commandstats(r: redis.Redis) -> dict[str, Any]:
+    """Calls per command plus the server's CPU seconds, for a before/after diff."""
+    stats = r.info("commandstats")
+    cpu = r.info("cpu")
+    return {
+        "calls": {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()},
+        "usec": {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in stats.items()},
+        "cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+    }
+
+
+def commandstats_diff(before: dict[str, Any], after: dict[str, Any], tasks: int) -> dict[str, Any]:
+    """Per-task command counts (Lua-internal commands included: Redis counts them too) and Redis CPU."""
+    calls = {
+        k: after["calls"][k] - before["calls"].get(k, 0)
+        for k in after["calls"]
+        if after["calls"][k] - before["calls"].get(k, 0) > 0
+    }
+    for k in ("info", "commandstats"):
+        calls.pop(k, None)
+    total = sum(calls.values())
+    return {
+        "tasks": tasks,
+        "calls": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+        "calls_per_task": {k: v / tasks for k, v in sorted(calls.items(), key=lambda kv: -kv[1])},
+        "total_per_task": total / tasks,
+        "redis_cpu_us_per_task": (after["cpu_s"] - before["cpu_s"]) * 1e6 / tasks,
+    }
+
+
+def merge_cmdstats(diffs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum of several commandstats diffs (all repetitions of one system), re-normalised per task."""
+    tasks = sum(d["tasks"] for d in diffs)
+    calls: Counter[str] = Counter()
+    cpu_us = 0.0
+    for d in diffs:
+        calls.update(d["calls"])
+        cpu_us += d["redis_cpu_us_per_task"] * d["tasks"]
+    total = sum(calls.values())
+    return {
+        "tasks": tasks,
+        "calls_per_task": {k: v / tasks for k, v in calls.most_common()},
+        "total_per_task": total / tasks if tasks else 0,
+        "redis_cpu_us_per_task": cpu_us / tasks if tasks else 0,
+    }
+
+
+def used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])
+
+
+class Monitor:
+    """Reads Redis MONITOR in a thread and keeps per-command counts and LPUSH value sizes.
+
+    Each line is classified by origin: ``lua`` (a command run inside a script) or the TCP port
+    of the client that sent it (mapped to a process afterwards with :func:`port_owners`).
+    LPUSH sizes are the exact byte length of the pushed value (MONITOR's escaping undone).
+    """
+
+    def __init__(self, r: redis.Redis, lpush_keys: tuple[str, ...] = (CF_QUEUE, RAW_QUEUE), window_s: float = 0):
+        self.pool_kwargs = r.connection_pool.connection_kwargs
+        self.lpush_keys = {k.encode() for k in lpush_keys}
+        self.window_s = window_s  #: stop recording after this many seconds (0 = until stop())
+        self.counts: Counter[tuple[str, str]] = Counter()  #: (origin, COMMAND) -> n
+        self.lpush_sizes: list[int] = []
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> Monitor:
+        self.thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
+        self.thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("MONITOR did not start")
+        return self
+
+    def _run(self) -> None:
+        kw = {k: v for k, v in self.pool_kwargs.items() if k in ("host", "port", "password", "db")}
+        conn = redis.Connection(**kw)
+        try:
+            conn.send_command("MONITOR")
+            conn.read_response()
+            self._ready.set()
+            t_end = time.monotonic() + self.window_s if self.window_s else None
+            while not self.stop_event.is_set():
+                line = conn.read_response()
+                if t_end is not None and time.monotonic() > t_end:
+                    break
+                if isinstance(line, str):
+                    line = line.encode()
+                self._parse(line)
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.error = exc
+            self._ready.set()
+        finally:
+            conn.disconnect()
+
+    def _parse(self, line: bytes) -> None:
+        # 1700000000.123456 [0 127.0.0.1:40000] "LPUSH" "queue" "value"
+        lb = line.find(b"[")
+        rb = line.find(b"]", lb)
+        if lb < 0 or rb < 0:
+            return
+        client = line[lb + 1 : rb].split(b" ", 1)[-1]
+        origin = "lua" if client == b"lua" else client.rsplit(b":", 1)[-1].decode()
+        rest = line[rb + 2 :]
+        q = rest.find(b'"', 1)
+        cmd = rest[1:q].decode(errors="replace").upper()
+        self.counts[(origin, cmd)] += 1
+        if cmd in ("LPUSH", "RPUSH"):
+            args = rest[q + 2 :]
+            q2 = args.find(b'"', 1)
+            key = args[1:q2]
+            if key in self.lpush_keys:
+                value = args[q2 + 3 : -1]  # skip '" "' ... strip the closing quote
+                self.lpush_sizes.append(len(codecs.escape_decode(value)[0]))
+
+    def stop(self, wake: redis.Redis) -> Monitor:
+        self.stop_event.set()
+        try:
+            wake.ping()
+        except redis.RedisError:
+            pass
+        if self.thread is not None:
+            self.thread.join(30)
+        if self.error is not None and not isinstance(self.error, redis.ConnectionError):
+            raise RuntimeError(f"MONITOR reader failed: {self.error!r}")
+        return self
+
+
+def port_owners(redis_port: int, roles: dict[str, list[int]]) -> dict[str, str]:
+    """Local TCP port -> role ("driver", "worker") for every open connection to Redis."""
+    out: dict[str, str] = {}
+    for role, pids in roles.items():
+        for pid in pids:
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            for c in conns:
+                if c.raddr and c.raddr.port == redis_port and c.laddr:
+                    out[str(c.laddr.port)] = role
+    return out
+
+
+class QueueSampler:
+    """Light-weight message-size sampling for runs too big for MONITOR.
+
+    Every ``interval_s`` it reads the newest and oldest ``k`` messages of the queue with LRANGE and
+    keeps the largest byte length seen (plus how many messages it looked at).
+    """
+
+    def __init__(self, r: redis.Redis, queue: str, interval_s: float = 0.2, k: int = 10) -> None:
+        self.r, self.queue, self.interval_s, self.k = r, queue, interval_s, k
+        self.largest = 0
+        self.sampled = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def start(self) -> QueueSampler:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            try:
+                pipe = self.r.pipeline(transaction=False)
+                pipe.lrange(self.queue, 0, self.k - 1)
+                pipe.lrange(self.queue, -self.k, -1)
+                for msgs in pipe.execute():
+                    for m in msgs:
+                        self.sampled += 1
+                        self.largest = max(self.largest, len(m))
+            except redis.RedisError:
+                pass
+
+    def stop(self) -> QueueSampler:
+        self.stop_event.set()
+        self.thread.join(5)
+        return self
+
+
+def round_trip_floor(r: redis.Redis, n: int = 2000) -> dict[str, float]:
+    """Unpipelined vs pipelined round trips to the bench Redis from this process (redis-py + hiredis)."""
+    key = "bench:rtt"
+    r.delete(key)
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r.incr(key)
+        lat.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    batches = n // 100
+    for _ in range(batches):
+        pipe = r.pipeline(transaction=False)
+        for _ in range(100):
+            pipe.incr(key)
+        pipe.execute()
+    piped = (time.perf_counter() - t0) / (batches * 100)
+    # a bare socket PING (no client library on the path)
+    s = socket.create_connection(("127.0.0.1", r.connection_pool.connection_kwargs["port"]))
+    pw = r.connection_pool.connection_kwargs.get("password")
+    if pw:
+        s.sendall(f"AUTH {pw}\r\n".encode())
+        s.recv(64)
+    raw = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(b"PING\r\n")
+        s.recv(64)
+        raw.append(time.perf_counter() - t0)
+    s.close()
+    r.delete(key)
+    return {
+        "unpipelined_us_median": statistics.median(lat) * 1e6,
+        "pipelined_us_per_op": piped * 1e6,
+        "socket_ping_us_median": statistics.median(raw) * 1e6,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# machine
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(r: redis.Redis | None = None) -> dict[str, Any]:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "host": platform.node(),
+        "cpu_model": cpu_model or platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "mem_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "packages": {
+            d: _version(d) for d in ("celery", "kombu", "redis", "hiredis", "billiard", "dask", "distributed")
+        },
+    }
+    if r is not None:
+        srv = r.info("server")
+        mem = r.info("memory")
+        info["redis_server"] = {
+            "version": srv.get("redis_version"),
+            "malloc": mem.get("mem_allocator"),
+            "persistence": "appendonly no, save \"\" (no AOF, no RDB)",
+        }
+    return info
+
+
+class CpuWatch:
+    """CPU seconds used by a set of processes between start() and stop() (driver, workers...)."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.start_times: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def start(self) -> CpuWatch:
+        self.start_times = {k: self._cpu(v) for k, v in self.pids.items()}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        return {k: self._cpu(v) - self.start_times[k] for k, v in self.pids.items()}
+
+
+@dataclass
+class Samples:
+    """Collects repeated measurements by metric name."""
+
+    data: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, **kv: float) -> None:
+        for k, v in kv.items():
+            self.data.setdefault(k, []).append(float(v))
+
+    def summaries(self) -> dict[str, Any]:
+        return {k: summary(v) for k, v in self.data.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# one timed run of each system
+
+
+def roles(stack: Stack, system: str) -> dict[str, list[int]]:
+    return {
+        "driver": [os.getpid()],
+        "worker": stack.worker_pids(system),
+        "redis": [stack.redis.proc.pid] if stack.redis.proc else [],
+    }
+
+
+def cf_run(stack: Stack, pipeline: Any, timeout_s: float = 3600, sampler_queue: bool = False) -> dict[str, Any]:
+    """Submit ``pipeline`` to chordflow and wait for its terminal state.
+
+    submit_s = ``Client.submit`` (validate, plan, compile, one MULTI/EXEC, dispatch of the roots);
+    e2e_s = run meta ``finished_at`` (Redis clock, set by the ledger when the last node settles)
+    minus the wall time just before submit; collect_s = one ``Client.results`` afterwards (not in e2e).
+    """
+    client = stack.cf_client()
+    r = stack.r(0)
+    n = len(pipeline.nodes)
+    cpu = CpuWatch(roles(stack, "chordflow")).start()
+    before = commandstats(r)
+    t0w = time.time()
+    t0 = now()
+    run_id = client.submit(pipeline)
+    submit = now() - t0
+    snap = client.wait(run_id, timeout_s=timeout_s, poll_s=0.02, detail=False)
+    wall = now() - t0
+    after = commandstats(r)
+    cpu_s = cpu.stop()
+    if not snap.finished:
+        raise RuntimeError(f"chordflow run {run_id} still {snap.state} after {timeout_s}s")
+    if snap.state != "succeeded" or snap.counts().get("succeeded") != n:
+        raise RuntimeError(f"chordflow run {run_id} ended {snap.state} with {snap.counts()} (expected {n} succeeded)")
+    e2e = float(snap.meta["finished_at"]) - t0w
+    t1 = now()
+    results = client.results(run_id)
+    collect = now() - t1
+    if len(results) != n:
+        raise RuntimeError(f"chordflow run {run_id}: {len(results)} results for {n} nodes")
+    stack.clean_artifacts()
+    stack.check_workers()
+    return {
+        "run_id": run_id,
+        "submit_s": submit,
+        "e2e_s": e2e,
+        "wall_s": wall,
+        "collect_s": collect,
+        "cmd": commandstats_diff(before, after, n),
+        "cpu_s": cpu_s,
+        "tasks": n,
+    }
+
+
+def raw_run(stack: Stack, sig: Any, tasks: int, check: Any = None, timeout_s: float = 3600) -> dict[str, Any]:
+    """``sig.apply_async()`` (timed as submit_s) then ``.get()`` of the final result (e2e_s)."""
+    r = stack.r(1)
+    cpu = CpuWatch(roles(stack, "raw")).start()
+    before = commandstats(r)
+    t0 = now()
+    res = sig.apply_async()
+    submit = now() - t0
+    value = res.get(timeout=timeout_s, disable_sync_subtasks=False)
+    e2e = now() - t0
+    after = commandstats(r)
+    cpu_s = cpu.stop()
+    if check is not None and not check(value):
+        raise RuntimeError(f"raw Celery returned an unexpected value: {str(value)[:200]}")
+    del res
+    stack.raw_cleanup()
+    stack.check_workers()
+    return {
+        "submit_s": submit,
+        "e2e_s": e2e,
+        "cmd": commandstats_diff(before, after, tasks),
+        "cpu_s": cpu_s,
+        "tasks": tasks,
+    }
+
+
+def executed(stack: Stack) -> dict[str, dict[str, int]]:
+    """Tasks executed so far by each worker, per task name (``celery inspect stats`` -> total)."""
+    from bench import raw_celery_app
+
+    out: dict[str, dict[str, int]] = {}
+    for system, app in (("chordflow", stack.cf_client().app), ("raw", raw_celery_app.app)):
+        stats = app.control.inspect(timeout=3).stats() or {}
+        total: Counter[str] = Counter()
+        for s in stats.values():
+            total.update(s.get("total", {}))
+        out[system] = dict(total)
+    return out
+
+
+def executed_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {
+        system: {k: v - before.get(system, {}).get(k, 0) for k, v in after[system].items()
+                 if v - before.get(system, {}).get(k, 0)}
+        for system in after
+    }  # fmt: skip
+
+
+def alternate(rep: int, systems: list[str]) -> list[str]:
+    """Alternate the order of the systems between repetitions (no system always goes first)."""
+    return systems if rep % 2 == 0 else list(reversed(systems))
+
+
+def cpu_per_task(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU milliseconds per task by role (driver, worker, redis), over several runs."""
+    tasks = sum(r["tasks"] for r in runs)
+    out: Counter[str] = Counter()
+    for r in runs:
+        out.update(r["cpu_s"])
+    return {k: v * 1e3 / tasks for k, v in out.items()}
+
+
+def status(ok: bool | None) -> str:
+    return "–" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)

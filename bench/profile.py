@@ -1,0 +1,72 @@
+"""Where the time goes: Redis commands per task, split by who sends them, for both systems.
+
+Untimed runs under a MONITOR reader (:class:`bench.common.Monitor`): every command is attributed
+to ``lua`` (run inside a chordflow ledger script, no round trip) or to the TCP connection that sent
+it, which is mapped to a process (the bench driver = the submitting client, or a worker process)
+through ``psutil`` (local port -> pid). One line per command; MONITOR makes everything slower, so
+only the counts are used here, never the times. Times and CPU come from the timed scenarios.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bench import cf_tasks, common
+from bench import raw_celery_app as rc
+
+NAME = "profile"
+TITLE = "Where the time goes"
+
+
+def _classify(mon: common.Monitor, owners: dict[str, str], tasks: int) -> dict[str, Any]:
+    by_role: Counter[str] = Counter()
+    by_cmd: dict[str, Counter[str]] = {}
+    for (origin, cmd), n in mon.counts.items():
+        role = "lua" if origin == "lua" else owners.get(origin, "other")
+        if cmd in ("MONITOR", "PING", "INFO", "CLIENT"):
+            continue
+        by_role[role] += n
+        by_cmd.setdefault(role, Counter())[cmd] += n
+    return {
+        "tasks": tasks,
+        "per_task": {k: v / tasks for k, v in by_role.items()},
+        "commands_per_task": {
+            role: {c: n / tasks for c, n in cnt.most_common()} for role, cnt in sorted(by_cmd.items())
+        },
+    }
+
+
+def _monitored(stack: common.Stack, system: str, fn: Any, tasks: int) -> dict[str, Any]:
+    db = 0 if system == "chordflow" else 1
+    r = stack.r(db)
+    mon = common.Monitor(r).start()
+    owners: dict[str, str] = {}
+    try:
+        fn()
+        # connections are pooled and still open: map their local ports to processes now
+        owners = common.port_owners(stack.redis.port, {"driver": [__import__("os").getpid()],
+                                                       "worker": stack.worker_pids(system)})  # fmt: skip
+    finally:
+        mon.stop(r)
+    return _classify(mon, owners, tasks)
+
+
+def measure_celery(stack: common.Stack, cfg: common.Config) -> dict[str, Any]:
+    n = cfg.profile_fanout_n
+    w, d = (20, 10)
+    out: dict[str, Any] = {"fanout_n": n, "layered": f"{w}x{d}", "chain_n": 50}
+    out["chordflow_fanout"] = _monitored(stack, "chordflow", lambda: common.cf_run(stack, cf_tasks.fanout(n)), n)
+    out["raw_fanout"] = _monitored(stack, "raw", lambda: common.raw_run(stack, rc.fanout(n), n), n)
+    out["chordflow_chain"] = _monitored(stack, "chordflow", lambda: common.cf_run(stack, cf_tasks.chain(50)), 50)
+    out["raw_chain"] = _monitored(stack, "raw", lambda: common.raw_run(stack, rc.chain_of(50), 50), 50)
+    out["chordflow_layered"] = _monitored(
+        stack, "chordflow", lambda: common.cf_run(stack, cf_tasks.layered(w, d)), w * d
+    )
+    t = rc.layered_task_count(w, d, "nested")
+    out["raw_layered_nested"] = _monitored(
+        stack, "raw", lambda: common.raw_run(stack, rc.layered_nested_chords(w, d), t), t
+    )
+    out["rtt"] = common.round_trip_floor(stack.r(0))
+    common.log(f"profile: {out['rtt']}")
+    return out

@@ -1,0 +1,130 @@
+"""The raw-Celery side of the benchmarks: a plain Celery app with chordflow's worker settings.
+
+The conf is copied key by key from ``workers/app.py:create_app`` (json only, acks late, reject on
+worker lost, prefetch multiplier 1, task events off, same visibility timeout), except that results
+are KEPT here (a Redis result backend, ``task_ignore_result=False``): raw Celery has no other place
+to keep them. The worker runs with the same flags as chordflow's (see bench/common.py):
+``--without-gossip --without-mingle --without-heartbeat``, prefork, concurrency 2.
+
+The broker/backend URL comes from ``BENCH_RAW_URL`` (the worker) or :func:`configure` (the driver).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Celery, chain, chord, group
+
+RAW_QUEUE = "raw"  # bench.common.RAW_QUEUE (not imported: keep the worker's imports minimal)
+VISIBILITY_TIMEOUT_S = 3600  # chordflow's Settings.visibility_timeout_s default
+
+app = Celery("bench_raw", set_as_current=False)
+
+
+def configure(url: str) -> Celery:
+    app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_ignore_result=False,  # results kept (the one deliberate difference, see module doc)
+        task_default_queue=RAW_QUEUE,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        result_expires=3600,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+if os.environ.get("BENCH_RAW_URL"):
+    configure(os.environ["BENCH_RAW_URL"])
+
+
+@app.task(name="bench.raw.noop")
+def noop(*args: Any, **kwargs: Any) -> None:
+    """Does nothing; accepts (and ignores) whatever a chord or chain passes in."""
+    return None
+
+
+@app.task(name="bench.raw.sleep")
+def sleep(seconds: float, *args: Any) -> None:
+    time.sleep(seconds)
+
+
+@app.task(name="bench.raw.collect")
+def collect(results: Any = None) -> int:
+    """A chord body / barrier between layers: returns how many results it received."""
+    return len(results) if isinstance(results, list) else 1
+
+
+# ---- canvases (built outside the timed region; apply_async is timed) ---------------------------
+
+
+def fanout(n: int) -> Any:
+    return group(noop.s() for _ in range(n))
+
+
+def chain_of(n: int) -> Any:
+    return chain(noop.si() for _ in range(n))
+
+
+def _layer(width: int) -> Any:
+    # .s(): every node of layer k receives the results of layer k-1 (a superset of its 2-3 parents),
+    # which is the most a level-synchronised encoding can express.
+    return group(noop.s() for _ in range(width))
+
+
+def layered_nested_chords(width: int, depth: int) -> Any:
+    """chord(g0, chord(g1, ... chord(g_{d-1}, collect))): 1 extra task (the final collect)."""
+    body: Any = chord(_layer(width), collect.s())
+    for _ in range(depth - 1):
+        body = chord(_layer(width), body)
+    return body
+
+
+def layered_chain_of_chords(width: int, depth: int) -> Any:
+    """chain(g0, collect, g1, collect, ..., g_{d-1}, collect): each group+collect becomes a chord.
+
+    Never chain(group, group): Celery 5.7 duplicates executions there (celery#8180/#8662/#9020).
+    """
+    steps: list[Any] = []
+    for _ in range(depth):
+        steps += [_layer(width), collect.s()]
+    return chain(*steps)
+
+
+def exactness_chord(slow_s: float, chain_n: int, short_s: float) -> Any:
+    """Best honest raw encoding of bench.cf_tasks.exactness, as series-parallel:
+    chain(chord([S, chain(A, C1..Cn)], J), F). J now also waits for Cn (over-constrained but
+    correct); F waits for J and, through J, for Cn."""
+    c = chain(noop.si(), *[sleep.si(short_s) for _ in range(chain_n)])
+    return chain(chord([sleep.si(slow_s), c], noop.si()), noop.si())
+
+
+def exactness_levelled(slow_s: float, chain_n: int, short_s: float) -> Any:
+    """The level-synchronised encoding: layers {A,S}, {C1,J}, {C2}, ..., {Cn}, {F} with a barrier
+    task between the two groups (never chain(group, group))."""
+    steps: list[Any] = [group(noop.si(), sleep.si(slow_s)), collect.si(), group(sleep.si(short_s), noop.si())]
+    steps += [sleep.si(short_s) for _ in range(chain_n - 1)]
+    steps.append(noop.si())
+    return chain(*steps)
+
+
+def layered_task_count(width: int, depth: int, form: str) -> int:
+    return width * depth + (1 if form == "nested" else depth)
+
+

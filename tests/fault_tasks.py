@@ -1,0 +1,101 @@
+"""Probe tasks for the fault suite: each execution is appended to a Redis stream (the probe ledger).
+
+Tests count from that ledger: starts per node (extra executions, double
+triggers), and find the pid to kill. ``block`` waits on a flag key, so a kill
+lands mid-task deterministically, without sleeps. All run on queue ``faults``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+from billiard.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel
+
+from orchestrator import RetryPolicy, TaskContext, TimeoutPolicy, task
+
+QUEUE = "faults"
+
+
+def probe_stream(run_id: str) -> str:
+    return f"tests:probe:{run_id}"
+
+
+def _r() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["CHORDFLOW_REDIS_URL"], decode_responses=True)
+
+
+def _record(ctx: TaskContext, phase: str) -> None:
+    _r().xadd(
+        probe_stream(ctx.run_id),
+        {"task": ctx.node, "attempt": ctx.attempt, "pid": os.getpid(), "phase": phase, "at": time.time()},
+    )
+
+
+class BlockConfig(BaseModel):
+    flag: str = ""  #: Redis key to wait for ("" = no wait)
+    seconds: float = 0.0  #: plain work time
+    timeout_s: float = 7.0
+
+
+@task(name="faults.block", queue=QUEUE, timeout=TimeoutPolicy(soft_s=8, hard_s=9))
+def block(config: BlockConfig, ctx: TaskContext, **upstream: Any) -> dict[str, Any]:
+    """Starts, waits for ``flag`` (if any) and ``seconds``, ends."""
+    _record(ctx, "start")
+    r = _r()
+    deadline = time.monotonic() + config.timeout_s
+    while config.flag and not r.exists(config.flag) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(config.seconds)
+    _record(ctx, "end")
+    return {"pid": os.getpid()}
+
+
+@task(name="faults.long", queue=QUEUE, timeout=TimeoutPolicy(soft_s=20, hard_s=21))
+def long(config: BlockConfig, ctx: TaskContext) -> dict[str, Any]:
+    """A healthy task that runs longer than the broker's visibility timeout."""
+    _record(ctx, "start")
+    time.sleep(config.seconds)
+    _record(ctx, "end")
+    return {"slept": config.seconds}
+
+
+@task(name="faults.poison", queue=QUEUE, timeout=TimeoutPolicy(soft_s=5, hard_s=6))
+def poison(ctx: TaskContext) -> None:
+    """Kills its own process on every attempt."""
+    _record(ctx, "start")
+    os.kill(os.getpid(), 9)
+
+
+@task(name="faults.hang", queue=QUEUE, timeout=TimeoutPolicy(soft_s=1, hard_s=2))
+def hang(ctx: TaskContext) -> None:
+    """Ignores the soft limit; only the hard limit stops it."""
+    _record(ctx, "start")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            _record(ctx, "soft_limit")
+
+
+@task(name="faults.bad_result", queue=QUEUE, retry=RetryPolicy(attempts=3, backoff_s=0.1, jitter_s=0))
+def bad_result(ctx: TaskContext) -> Any:
+    """Returns something that is not JSON."""
+    _record(ctx, "start")
+    return {1, 2, 3}
+
+
+class SecretConfig(BaseModel):
+    api_token: str
+    dsn: str
+
+
+@task(name="faults.leaky", queue=QUEUE, secret_fields=("dsn",))
+def leaky(config: SecretConfig, ctx: TaskContext) -> None:
+    """Fails with its secrets in the exception message."""
+    _record(ctx, "start")
+    raise RuntimeError(f"could not connect with token={config.api_token} to {config.dsn}")
