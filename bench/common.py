@@ -636,7 +636,7 @@ def machine_info(r: redis.Redis | None = None) -> dict[str, Any]:
         info["redis_server"] = {
             "version": srv.get("redis_version"),
             "malloc": mem.get("mem_allocator"),
-            "persistence": "appendonly no, save \"\" (no AOF, no RDB)",
+            "persistence": 'appendonly no, save "" (no AOF, no RDB)',
         }
     return info
 

