@@ -440,6 +440,8 @@ class Monitor:
         self.lpush_keys = {k.encode() for k in lpush_keys}
         self.window_s = window_s  #: stop recording after this many seconds (0 = until stop())
         self.counts: Counter[tuple[str, str]] = Counter()  #: (origin, COMMAND) -> n
+        self.round_trips: Counter[str] = Counter()  #: origin -> requests (a MULTI..EXEC block counts once)
+        self._in_multi: set[str] = set()
         self.lpush_sizes: list[int] = []
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
@@ -486,6 +488,14 @@ class Monitor:
         q = rest.find(b'"', 1)
         cmd = rest[1:q].decode(errors="replace").upper()
         self.counts[(origin, cmd)] += 1
+        if origin != "lua":
+            if cmd == "MULTI":
+                self._in_multi.add(origin)
+                self.round_trips[origin] += 1
+            elif cmd in ("EXEC", "DISCARD"):
+                self._in_multi.discard(origin)
+            elif origin not in self._in_multi:
+                self.round_trips[origin] += 1
         if cmd in ("LPUSH", "RPUSH"):
             args = rest[q + 2 :]
             q2 = args.find(b'"', 1)
@@ -686,9 +696,13 @@ class Samples:
 
 
 def roles(stack: Stack, system: str) -> dict[str, list[int]]:
+    """Processes whose CPU is counted: the driver (this process), the worker's main process, its pool
+    processes, and redis-server."""
+    pids = stack.worker_pids(system)
     return {
         "driver": [os.getpid()],
-        "worker": stack.worker_pids(system),
+        "worker_main": pids[:1],
+        "worker_pool": pids[1:],
         "redis": [stack.redis.proc.pid] if stack.redis.proc else [],
     }
 
@@ -768,8 +782,12 @@ def executed(stack: Stack) -> dict[str, dict[str, int]]:
     from bench import raw_celery_app
 
     out: dict[str, dict[str, int]] = {}
-    for system, app in (("chordflow", stack.cf_client().app), ("raw", raw_celery_app.app)):
-        stats = app.control.inspect(timeout=3).stats() or {}
+    host = socket.gethostname()
+    for system, app, node in (
+        ("chordflow", stack.cf_client().app, f"cf@{host}"),
+        ("raw", raw_celery_app.app, f"raw@{host}"),
+    ):
+        stats = app.control.inspect(timeout=5, destination=[node], limit=1).stats() or {}
         total: Counter[str] = Counter()
         for s in stats.values():
             total.update(s.get("total", {}))
@@ -796,7 +814,9 @@ def cpu_per_task(runs: list[dict[str, Any]]) -> dict[str, float]:
     out: Counter[str] = Counter()
     for r in runs:
         out.update(r["cpu_s"])
-    return {k: v * 1e3 / tasks for k, v in out.items()}
+    res = {k: v * 1e3 / tasks for k, v in out.items()}
+    res["worker"] = res.get("worker_main", 0.0) + res.get("worker_pool", 0.0)
+    return res
 
 
 def status(ok: bool | None) -> str:

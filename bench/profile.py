@@ -22,6 +22,9 @@ TITLE = "Where the time goes"
 def _classify(mon: common.Monitor, owners: dict[str, str], tasks: int) -> dict[str, Any]:
     by_role: Counter[str] = Counter()
     by_cmd: dict[str, Counter[str]] = {}
+    trips: Counter[str] = Counter()
+    for origin, n in mon.round_trips.items():
+        trips[owners.get(origin, "other")] += n
     for (origin, cmd), n in mon.counts.items():
         role = "lua" if origin == "lua" else owners.get(origin, "other")
         if cmd in ("MONITOR", "PING", "INFO", "CLIENT"):
@@ -31,6 +34,7 @@ def _classify(mon: common.Monitor, owners: dict[str, str], tasks: int) -> dict[s
     return {
         "tasks": tasks,
         "per_task": {k: v / tasks for k, v in by_role.items()},
+        "round_trips_per_task": {k: v / tasks for k, v in trips.items()},
         "commands_per_task": {
             role: {c: n / tasks for c, n in cnt.most_common()} for role, cnt in sorted(by_cmd.items())
         },

@@ -199,6 +199,10 @@ class RunStore:
             self._call(run_id, "lost", node, task_id, reason, error_json, log_line, max_lost, "1" if retry else "0")[0]
         )
 
+    def heartbeat(self, run_id: str, node: str, token: str, lease_ms: int) -> bool:
+        """Extend a live attempt's lease; False if the attempt no longer owns the node."""
+        return bool(self._call(run_id, "heartbeat", node, token, lease_ms))
+
     def reap(self, run_id: str, max_lost: int) -> int:
         """Requeue (or fail) running attempts of ``run_id`` whose lease expired; returns how many."""
         return int(self._call(run_id, "reap", max_lost))

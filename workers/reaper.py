@@ -1,8 +1,9 @@
 """The lease reaper: runs inside every worker (no extra daemon), one at a time.
 
-An attempt holds a lease of ``hard timeout + lease_margin_s``; Celery kills
-the attempt at the hard limit, so a lease that expires means the attempt's
-worker is gone (host down, whole worker SIGKILLed, network cut). Every
+An attempt holds a lease of ``lease_s`` that its process renews while it runs
+(:mod:`workers.heartbeat`), so a lease that expires means the attempt's
+worker is gone (host down, whole worker SIGKILLed, network cut) or never sent
+a heartbeat. Every
 ``reaper_interval_s`` one worker (a Redis lock decides which) asks the ledger
 to requeue such attempts, or fail them after ``max_worker_lost``.
 """

@@ -29,11 +29,13 @@ from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
 from orchestrator.store import RunStore, connect
 from workers.context import WorkerContext
+from workers.heartbeat import Heartbeat
 from workers.logs import get_logger
 from workers.retries import next_wait
 
 TRACEBACK_LINES = 20
 _STORES: dict[int, RunStore] = {}
+_HEARTBEATS: dict[int, Heartbeat] = {}
 
 
 def store_for(settings: Settings) -> RunStore:
@@ -43,6 +45,14 @@ def store_for(settings: Settings) -> RunStore:
     if store is None:
         store = _STORES[pid] = RunStore(connect(settings.redis_url_value()), settings.run_ttl_s)
     return store
+
+
+def heartbeat_for(settings: Settings) -> Heartbeat:
+    pid = os.getpid()
+    hb = _HEARTBEATS.get(pid)
+    if hb is None:
+        hb = _HEARTBEATS[pid] = Heartbeat(store_for(settings), settings.lease_s)
+    return hb
 
 
 class NodeRunner:
@@ -55,7 +65,7 @@ class NodeRunner:
         self._result_adapter = (
             None if spec.result_type in (None, Any) or _is_model(spec.result_type) else TypeAdapter(spec.result_type)
         )
-        self._lease_ms = int((spec.timeout.hard_limit_s + settings.lease_margin_s) * 1000)
+        self._lease_ms = int(settings.lease_s * 1000)
         self._retry_cap_s = settings.visibility_timeout_s / 2
         self._secret_fields = set(spec.secret_fields) | _secret_typed_fields(spec.config_model)
 
@@ -87,6 +97,15 @@ class NodeRunner:
             self.settings.progress_interval_s,
         )
         log.info("task.started")
+        heartbeat = heartbeat_for(self.settings)
+        heartbeat.track(run_id, node, token)
+        try:
+            return self._attempt(celery_task, store, claim, ctx, token, host)
+        finally:
+            heartbeat.untrack(run_id, node)
+
+    def _attempt(self, celery_task: Any, store: RunStore, claim: Any, ctx: WorkerContext, token: str, host: str) -> Any:
+        run_id, node, log = ctx.run_id, ctx.node, ctx.log
         started = time.monotonic()
         try:
             kwargs = self._inputs(claim, ctx)

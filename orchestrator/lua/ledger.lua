@@ -260,6 +260,14 @@ local function op_lost()
   return {'failed', 'failed'}
 end
 
+-- heartbeat(node, token, lease_ms): extend the lease of a live attempt; 0 if it is no longer ours
+local function op_heartbeat()
+  local node, token, lease_ms = ARGV[3], ARGV[4], tonumber(ARGV[5])
+  if redis.call('HGET', K_STATE, node) ~= 'running' or not owns(node, token) then return 0 end
+  redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
+  return 1
+end
+
 -- reap(max_lost): running attempts whose lease expired lost their worker; run them again
 local function op_reap()
   local max_lost = tonumber(ARGV[3])
@@ -304,5 +312,6 @@ elseif OP == 'dispatch' then return op_dispatch()
 elseif OP == 'cancel' then return op_cancel()
 elseif OP == 'lost' then return op_lost()
 elseif OP == 'reap' then return op_reap()
+elseif OP == 'heartbeat' then return op_heartbeat()
 end
 return redis.error_reply('chordflow ledger: unknown operation ' .. tostring(OP))
