@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("--env", choices=["dev", "staging", "prod"])
     cancel.set_defaults(func=cmd_cancel)
 
+    retry = sub.add_parser("retry", help="re-run only the failed, upstream_failed and cancelled tasks of a run")
+    retry.add_argument("run_id")
+    retry.add_argument("--detach", action="store_true", help="return at once")
+    retry.add_argument("--timeout", type=float, default=None)
+    retry.add_argument("--no-progress", action="store_true")
+    retry.add_argument("--env", choices=["dev", "staging", "prod"])
+    retry.set_defaults(func=cmd_retry)
+
     val = sub.add_parser("validate", help="check pipeline files (for CI); touches no Redis")
     val.add_argument("files", nargs="+")
     val.set_defaults(func=cmd_validate)
@@ -338,6 +346,23 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     state = _client().cancel(args.run_id)
     console.print(f"run {args.run_id}: {state}")
     return ExitCode.OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    client = _client()
+    count = client.retry(args.run_id)
+    if count == 0:
+        console.print(f"run {args.run_id}: nothing to retry")
+        return ExitCode.OK
+    console.print(f"run {args.run_id}: re-running {count} tasks")
+    if args.detach:
+        return ExitCode.OK
+    order = sorted(client.status(args.run_id).states)
+    snap = _watch(client, args.run_id, order, args, None)
+    _print_summary(snap, client.settings, None)
+    if not snap.finished:
+        return ExitCode.TIMEOUT
+    return RUN_STATE_EXIT.get(snap.state, ExitCode.RUN_FAILED)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import redis
 
 from orchestrator.compile import node_records, templates
-from orchestrator.errors import ParamOverrideError, RedisUnavailable
+from orchestrator.errors import ParamOverrideError, RedisUnavailable, RunNotFinished
 from orchestrator.model import Pipeline
 from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.settings import Settings
@@ -102,6 +102,18 @@ class Client:
         if running:
             self.app.control.revoke(running, terminate=True, signal="SIGTERM")
         return self.store.snapshot(run_id, detail=False).state if status == "ok" else status
+
+    @_redis_errors
+    def retry(self, run_id: str) -> int:
+        """Re-run only the failed, upstream_failed and cancelled tasks of a finished run (same run id).
+
+        Raises:
+            RunNotFinished: the run is still pending or running.
+        """
+        status, count = self.store.retry(run_id)
+        if status == "not_finished":
+            raise RunNotFinished(f"run '{run_id}' has not finished; cancel it or wait before retrying")
+        return count
 
     @_redis_errors
     def wait(

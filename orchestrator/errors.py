@@ -57,5 +57,9 @@ class RunNotFound(ChordflowError):
     """No run with this id exists (or it has expired)."""
 
 
+class RunNotFinished(ChordflowError):
+    """The operation needs a finished run (retry)."""
+
+
 class EmbeddedStartError(ChordflowError):
     """The private Redis server or local workers did not start."""

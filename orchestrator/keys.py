@@ -1,8 +1,8 @@
 """Every Redis key chordflow uses, built here and nowhere else.
 
 Key schema (``{rid}`` is the run id; the braces make every key of a run hash
-to the same Redis Cluster slot). All per-run keys get the run's TTL when the
-run is created and again when it ends.
+to the same Redis Cluster slot). A run's keys never expire while the run is
+active (it is in ``chordflow:active``); they get ``run_ttl_s`` when it ends.
 
 ========================================  ======  ==========================================
 key                                       type    content

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["tasks"], description="imported by every worker"
     )
     allowed_task_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks."])
-    run_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a run's keys live after it ends")
+    run_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long a run's keys live after it ends")
     max_chain: int = Field(8, ge=1, le=64, description="longest linear run compiled into one Celery chain")
     lease_s: float = Field(30.0, ge=0.3, description="an attempt's lease; renewed every lease_s/3 while it runs")
     max_worker_lost: int = Field(2, ge=0, le=100, description="requeues of a task whose worker died, then failed")

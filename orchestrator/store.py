@@ -100,7 +100,9 @@ class RunStore:
         """Reserve a fresh run id atomically (HSETNX), retrying on the rare collision."""
         for _ in range(20):
             run_id = new_run_id()
-            if self.r.hsetnx(keys.run_keys(run_id).meta, "run_id", run_id):
+            meta = keys.run_keys(run_id).meta
+            if self.r.hsetnx(meta, "run_id", run_id):
+                self.r.expire(meta, 3600)  # an abandoned reservation goes away; create_run persists it
                 return run_id
         raise RedisUnavailable("could not reserve a unique run id after 20 attempts")
 
@@ -135,8 +137,7 @@ class RunStore:
         )
         pipe.zadd(keys.RUNS_INDEX, {run_id: time.time()})
         pipe.sadd(keys.ACTIVE_RUNS, run_id)
-        for key in k.per_run():
-            pipe.expire(key, self.ttl_s)
+        pipe.persist(k.meta)  # a run's keys never expire while it is active; the TTL starts when it ends
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -209,6 +210,12 @@ class RunStore:
 
     def active_runs(self) -> list[str]:
         return sorted(self.r.smembers(keys.ACTIVE_RUNS))
+
+    def retry(self, run_id: str) -> tuple[str, int]:
+        """Re-run the failed/upstream_failed/cancelled nodes of a finished run; returns (status, how many)."""
+        self.require(run_id)
+        out = self._call(run_id, "retry")
+        return out[0], int(out[1]) if out[0] == "ok" else 0
 
     def cancel(self, run_id: str) -> tuple[str, list[str]]:
         """Set the persistent cancel flag; returns (status, Celery ids of attempts to terminate)."""

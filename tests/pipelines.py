@@ -110,3 +110,17 @@ def layered(width: int, depth: int) -> Pipeline:
             )
             p.add_task(noop, name=f"n{k}_{j}", depends_on=deps)
     return p
+
+
+class GateConfig(BaseModel):
+    flag: str
+
+
+@task(name="tests.gate")
+def gate(config: GateConfig, ctx: TaskContext, **upstream: Any) -> Count:
+    """Fails until the Redis key ``flag`` exists (a fault the operator fixes before ``retry``)."""
+    r = _probe()
+    n = r.hincrby(f"tests:executions:{ctx.run_id}", ctx.node, 1)
+    if not r.exists(config.flag):
+        raise RuntimeError(f"{config.flag} is not set")
+    return Count(value=n)

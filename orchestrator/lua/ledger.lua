@@ -286,6 +286,47 @@ local function op_reap()
   return n
 end
 
+-- retry(): re-run the failed, upstream_failed and cancelled nodes of a finished run, reusing the rest
+local function op_retry()
+  local state = redis.call('HGET', K_META, 'state')
+  if state == 'succeeded' then return {'nothing', state} end
+  if state ~= 'failed' and state ~= 'cancelled' then return {'not_finished', state or ''} end
+  local RETRYABLE = {failed = true, upstream_failed = true, cancelled = true}
+  local all = redis.call('HGETALL', K_STATE)
+  local reset, is_reset = {}, {}
+  for i = 1, #all, 2 do
+    if RETRYABLE[all[i + 1]] then
+      reset[#reset + 1] = all[i]
+      is_reset[all[i]] = true
+      redis.call('HINCRBY', K_META, 'n_' .. all[i + 1], -1)
+    end
+  end
+  if #reset == 0 then return {'nothing', state} end
+  for _, n in ipairs(reset) do
+    redis.call('HSET', K_STATE, n, 'pending')
+    for _, k in ipairs({K_ATTEMPTS, K_ERRORS, K_LOST, K_BAD, K_PROGRESS, K_LEASES, K_TASK_IDS, K_PENDING}) do
+      redis.call('HDEL', k, n)
+    end
+    redis.call('HDEL', K_TIMES, n .. ':queued', n .. ':started', n .. ':attempt_started', n .. ':finished')
+  end
+  local ready = {}
+  for _, n in ipairs(reset) do
+    local waiting = 0
+    for _, p in ipairs(spec(n).up) do
+      if is_reset[p] then waiting = waiting + 1 end
+    end
+    if waiting > 0 then redis.call('HSET', K_PENDING, n, waiting) else ready[#ready + 1] = n end
+  end
+  redis.call('HINCRBY', K_META, 'remaining', #reset)
+  redis.call('HINCRBY', K_META, 'retries', 1)
+  redis.call('HSET', K_META, 'state', 'running')
+  redis.call('HDEL', K_META, 'finished_at', 'cancel_requested')
+  for i = 1, #KEYS - 1 do redis.call('PERSIST', KEYS[i]) end
+  redis.call('SADD', K_ACTIVE, RUN_ID)
+  for _, n in ipairs(ready) do dispatch(n) end
+  return {'ok', tostring(#reset)}
+end
+
 -- cancel(): persistent flag; every unsettled node becomes cancelled now, so the run
 -- reaches a terminal state even if no worker is alive. Returns running nodes' task ids.
 local function op_cancel()
@@ -313,5 +354,6 @@ elseif OP == 'cancel' then return op_cancel()
 elseif OP == 'lost' then return op_lost()
 elseif OP == 'reap' then return op_reap()
 elseif OP == 'heartbeat' then return op_heartbeat()
+elseif OP == 'retry' then return op_retry()
 end
 return redis.error_reply('chordflow ledger: unknown operation ' .. tostring(OP))
