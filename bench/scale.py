@@ -233,14 +233,15 @@ def report(data: dict[str, Any], cfg: common.Config) -> tuple[str, list[dict[str
         mon = e.get("monitor")
         rss_ready = e["rss_ready_mb"]["median"]
         rss_peak = e["rss_peak_mb"]["median"]
-        per_node_kb = e["rss_delta_mb"]["median"] * 1024 / int(k)
+        delta_mb = e["rss_delta_mb"]["median"]
+        per_node = f"{delta_mb * 1024 / int(k):.2f}" if delta_mb >= 1 else "< 1 MB in all"
         lines.append(
             f"| {int(k):,} ({e['width']} × {e['depth']}) | {e['submit_s']['n']} | {common.fmt(e['submit_s'])} | "
             f"{common.fmt(e['build_s'])} | {common.fmt(e['e2e_s'])} | {common.fmt(e['nodes_per_s'])} | "
             f"{_mon_cell(mon)} | "
             f"{e['sampled_largest_bytes'] or '–'} ({e['sampled_messages']:,} seen) | "
             f"{common.fmt(e['redis_bytes_per_node'])} | {common.fmt(e['key_bytes_per_node'])} | "
-            f"{rss_ready:.0f} → {rss_peak:.0f} | {per_node_kb:.2f} |"
+            f"{rss_ready:.0f} → {rss_peak:.0f} | {per_node} |"
         )
     raw = data.get("raw_largest_message") or {}
     if raw:
@@ -298,9 +299,9 @@ def report(data: dict[str, Any], cfg: common.Config) -> tuple[str, list[dict[str
         checks.append(
             {
                 "scenario": NAME,
-                "target": f"submit time per node at {int(b):,} ≤ 1.25 × at {int(a):,} (linear)",
+                "target": f"(info, no target) submit time per node at {int(a):,} and {int(b):,} nodes",
                 "value": f"{sub_a * 1e6:.0f} → {sub_b * 1e6:.0f} µs/node",
-                "pass": sub_b <= 1.25 * sub_a,
+                "pass": None,
             }
         )
     big_ok = sizes[big]["e2e_s"]["n"] >= 1

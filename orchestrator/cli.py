@@ -174,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ChordflowError("--detach needs a shared Redis (CHORDFLOW_REDIS_URL): the embedded one stops on exit")
 
     with _backend(settings) as (client, stack):
+        for warning in client.check_redis():
+            err_console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
         run_id = client.submit(pipeline)
         if args.detach:
             console.print(run_id)

@@ -17,11 +17,18 @@ from typing import Any, TypeVar
 import redis
 
 from orchestrator.compile import node_records, templates
-from orchestrator.errors import ParamOverrideError, RedisUnavailable, RunNotFinished
+from orchestrator.errors import (
+    ParamOverrideError,
+    RedisMisconfigured,
+    RedisUnavailable,
+    RunNotFinished,
+    RunNotFound,
+    RunStateLost,
+)
 from orchestrator.model import Pipeline
 from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.settings import Settings
-from orchestrator.store import RunSnapshot, RunStore, connect
+from orchestrator.store import RunSnapshot, RunStore, check_redis_config, connect
 
 T = TypeVar("T")
 
@@ -36,6 +43,10 @@ def _redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.safe_url}: {exc}") from exc
         except redis.ResponseError as exc:
+            if "OOM" in str(exc) or "maxmemory" in str(exc):
+                raise RedisUnavailable(
+                    f"Redis at {self.safe_url} is out of memory (maxmemory reached): nothing was created"
+                ) from exc
             raise RedisUnavailable(f"Redis at {self.safe_url} refused the command: {exc}") from exc
 
     return wrapper
@@ -50,6 +61,18 @@ class Client:
         self.settings = settings
         self.store = RunStore(connect(settings.redis_url_value()), settings.run_ttl_s)
         self.app = create_app(settings)
+        self.warnings: list[str] = []
+        self._checked = False
+
+    @_redis_errors
+    def check_redis(self) -> list[str]:
+        """Refuse a Redis that would evict work; return warnings (no persistence). Checked once."""
+        if not self._checked:
+            errors, self.warnings = check_redis_config(self.store.r)
+            if errors:
+                raise RedisMisconfigured("; ".join(errors))
+            self._checked = True
+        return self.warnings
 
     @property
     def safe_url(self) -> str:
@@ -72,6 +95,7 @@ class Client:
         if params:
             pipeline = pipeline.with_params(params)
         plan = self.plan(pipeline)
+        self.check_redis()
         run_id = self.store.reserve_run_id()
         self.store.create_run(
             run_id,
@@ -126,8 +150,18 @@ class Client:
     ) -> RunSnapshot:
         """Poll until the run is terminal (or ``timeout_s``); ``on_update`` sees each snapshot."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        seen = False
         while True:
-            snap = self.store.snapshot(run_id, detail=detail)
+            try:
+                snap = self.store.snapshot(run_id, detail=detail)
+            except RunNotFound:
+                if not seen:
+                    raise
+                raise RunStateLost(
+                    f"run '{run_id}' vanished from Redis while running: Redis restarted without persistence "
+                    "or its keys were deleted; the run's state is lost (state_lost)"
+                ) from None
+            seen = True
             if on_update is not None:
                 on_update(snap)
             if snap.finished or (deadline is not None and time.monotonic() >= deadline):

@@ -79,11 +79,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, keep_port: bool = False) -> RedisServer:
+        """Start (or, with ``keep_port``, restart on the same port with the same data directory)."""
         binary = find_redis_server()
         self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
-            self.port = free_port()
+            if not (keep_port and self.port):
+                self.port = free_port()
             conf = self.workdir / "redis.conf"
             conf.write_text(
                 "\n".join(
@@ -127,6 +129,13 @@ class RedisServer:
     def stop(self) -> None:
         _terminate(self.proc, grace_s=5)
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final write (a crash)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
 
 
 class WorkerProcess:

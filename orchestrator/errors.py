@@ -53,6 +53,14 @@ class RedisUnavailable(ChordflowError):
     """Redis could not be reached (or refused the write); nothing was created."""
 
 
+class RedisMisconfigured(RedisUnavailable):
+    """Redis is set up to lose work (an eviction policy); chordflow refuses to use it."""
+
+
+class RunStateLost(RedisUnavailable):
+    """A run's keys vanished while it was active (Redis restarted without persistence)."""
+
+
 class RunNotFound(ChordflowError):
     """No run with this id exists (or it has expired)."""
 

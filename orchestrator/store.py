@@ -142,6 +142,11 @@ class RunStore:
             pipe.execute()
         except redis.RedisError as exc:
             self._forget(run_id)
+            if "OOM" in str(exc) or "maxmemory" in str(exc):
+                raise RedisUnavailable(
+                    "Redis is out of memory (maxmemory reached, policy noeviction): nothing was created; "
+                    "free memory or raise maxmemory"
+                ) from exc
             raise RedisUnavailable(f"Redis refused to create run {run_id}: {exc}") from exc
 
     def _forget(self, run_id: str) -> None:
@@ -266,6 +271,30 @@ class RunStore:
         for run_id in ids:
             pipe.hgetall(keys.run_keys(run_id).meta)
         return [RunSnapshot(rid, meta) for rid, meta in zip(ids, pipe.execute(), strict=True) if meta]
+
+
+def check_redis_config(client: redis.Redis) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about a Redis that would lose work: eviction policies, no persistence.
+
+    An evicting Redis drops queued messages and run state silently (celery#5716), so any
+    ``maxmemory-policy`` but ``noeviction`` is an error. No persistence is a warning: fine for a
+    throwaway dev Redis, fatal for a nightly batch when Redis restarts.
+    """
+    try:
+        config = client.config_get("maxmemory-policy")
+        config.update(client.config_get("appendonly"))
+        config.update(client.config_get("save"))
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot tell
+        return [], ["cannot read Redis CONFIG; make sure maxmemory-policy is noeviction and persistence is on"]
+    errors, warnings = [], []
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        errors.append(
+            f"Redis maxmemory-policy is {policy}: it can evict queued tasks and run state; set it to noeviction"
+        )
+    if config.get("appendonly") != "yes" and not config.get("save"):
+        warnings.append("Redis has no persistence (appendonly no, no save points): a restart loses queued work")
+    return errors, warnings
 
 
 def _chunks(items: Iterable[Any], size: int = HASH_CHUNK) -> Iterator[list[Any]]:

@@ -47,7 +47,12 @@ def block(config: BlockConfig, ctx: TaskContext, **upstream: Any) -> dict[str, A
     _record(ctx, "start")
     r = _r()
     deadline = time.monotonic() + config.timeout_s
-    while config.flag and not r.exists(config.flag) and time.monotonic() < deadline:
+    while config.flag and time.monotonic() < deadline:
+        try:
+            if r.exists(config.flag):
+                break
+        except redis.ConnectionError:  # the probe rides out a Redis restart; chordflow must too
+            pass
         time.sleep(0.02)
     time.sleep(config.seconds)
     _record(ctx, "end")

@@ -16,6 +16,7 @@ from celery import Celery
 from orchestrator.errors import ChordflowError
 from orchestrator.settings import Settings
 from orchestrator.spec import TaskSpec, registered_tasks
+from workers import kombu_fixes
 from workers.logs import configure_logging
 from workers.runner import NodeRunner
 
@@ -52,12 +53,33 @@ def create_app(settings: Settings, register: bool = False) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     if register:
+        kombu_fixes.apply()
         configure_logging(settings.log_level, settings.log_file)
         import_task_modules(settings.task_modules)
         for spec in registered_tasks().values():
             register_task(app, spec, settings)
+        _check_redis_at_start(settings)
         _start_reaper_with_worker(settings)
     return app
+
+
+def _check_redis_at_start(settings: Settings) -> None:
+    """A worker refuses to start on a Redis with an eviction policy, and warns without persistence."""
+    import redis as redis_lib
+
+    from orchestrator.store import check_redis_config, connect
+    from workers.logs import get_logger
+
+    log = get_logger(component="worker")
+    try:
+        errors, warnings = check_redis_config(connect(settings.redis_url_value()))
+    except redis_lib.RedisError as exc:  # Redis not up yet: Celery's own connection retry takes over
+        log.warning("redis.unchecked", error=str(exc))
+        return
+    for w in warnings:
+        log.warning("redis.config", problem=w)
+    if errors:
+        raise ChordflowError("; ".join(errors))
 
 
 def _start_reaper_with_worker(settings: Settings) -> None:

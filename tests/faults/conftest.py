@@ -119,6 +119,11 @@ def figures(
         "double_trigger": sum(1 for t, c in starts.items() if t not in faulted and c > 1),
         **extra,
     }  # fmt: skip
+    return record(fig)
+
+
+def record(fig: dict[str, Any]) -> dict[str, Any]:
+    """Print one ``FAULT {json}`` line and append it to the results file docs/RELIABILITY.md is built from."""
     print("FAULT " + json.dumps(fig))
     results = Path(os.environ.get("CHORDFLOW_FAULT_RESULTS", REPO / "artifacts" / "fault-results.jsonl"))
     results.parent.mkdir(parents=True, exist_ok=True)
