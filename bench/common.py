@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import datetime as _dt
+import hashlib
 import os
 import platform
 import shutil
@@ -650,7 +651,9 @@ def code_state() -> dict[str, Any]:
             return ""
 
     dirty = git("status", "--porcelain", "--", "orchestrator", "workers")
+    diff = git("diff", "HEAD", "--", "orchestrator", "workers")
     return {
+        "diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:12] if diff else "",
         "commit": git("rev-parse", "--short", "HEAD").strip(),
         "subject": git("log", "-1", "--format=%s").strip(),
         "uncommitted_chordflow_files": [line[3:] for line in dirty.splitlines() if line.strip()],

@@ -10,7 +10,7 @@ Dask LocalCluster (2 worker processes). Every process is stopped at the end, als
 
 Full mode writes ``BENCHMARKS.md`` and ``bench/results/latest.json``; ``--quick`` (small sizes,
 2 repetitions, < 2 minutes) writes ``bench/results/quick.json`` only; ``--only`` writes
-``bench/results/only-<names>.json`` only.
+``bench/results/tmp/only-<names>.json`` only.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- phase 1: Celery (chordflow and raw), one private Redis ---------------------------------
     stack = common.Stack()
+    ok = False
     try:
         stack.start()
         results["machine"] = common.machine_info(stack.r(0))
@@ -85,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             common.log(f"== {mod.NAME}")
             results["scenarios"][mod.NAME] = mod.measure_celery(stack, cfg)
             results["scenarios"][mod.NAME]["elapsed_s"] = time.monotonic() - t0
+        ok = True
     finally:
+        if not ok:  # keep what was measured before the failure
+            partial = common.RESULTS_DIR / "tmp" / "partial.json"
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+            common.log(f"aborted; measurements so far in {partial.relative_to(common.REPO)}")
         gc.collect()  # drop raw Celery AsyncResults while their Redis is still up
         stack.close()
         common.log("Celery phase done; Redis and workers stopped")
@@ -105,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.monotonic() - started
     md, checks = render(results, cfg, selected)
     results["checks"] = checks
-    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (common.RESULTS_DIR / "tmp").mkdir(parents=True, exist_ok=True)
     if args.quick:
         out = common.RESULTS_DIR / "quick.json"
     elif len(selected) != len(SCENARIOS):
-        out = common.RESULTS_DIR / f"only-{'-'.join(args.names)}.json"
+        out = common.RESULTS_DIR / "tmp" / f"only-{'-'.join(m.NAME for m in selected)}.json"
     else:
         out = common.RESULTS_DIR / "latest.json"
         (common.REPO / "BENCHMARKS.md").write_text(md, encoding="utf-8")

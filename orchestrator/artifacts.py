@@ -8,16 +8,38 @@ failure gets ``errors/<run_id>/<node>-<attempt>.json`` and a line in
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import ChordflowError
+
+SAFE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+class UnsafePath(ChordflowError):
+    """An artifact path would land outside the artifact root."""
+
+
+def safe_path(root: Path, *parts: str) -> Path:
+    """``root/part/...``, refusing traversal (``..``, separators, NUL) and symlinks that lead outside ``root``."""
+    for part in parts:
+        if not SAFE_PART.fullmatch(part) or ".." in part:
+            raise UnsafePath(f"unsafe path component {part!r}")
+    path = root.joinpath(*parts)
+    base = root.resolve()
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise UnsafePath(f"{path} resolves to {resolved}, outside the artifact root {base}")
+    return path
+
 
 def task_dir(root: Path, node: str, version: str, run_id: str) -> Path:
-    return root / node / f"v{version}" / run_id
+    return safe_path(root, node, f"v{version}", run_id)
 
 
 def error_report_path(root: Path, run_id: str, node: str, attempt: int) -> Path:
-    return root / "errors" / run_id / f"{node}-{attempt}.json"
+    return safe_path(root, "errors", run_id, f"{node}-{attempt}.json")
 
 
 def failed_log_path(root: Path) -> Path:

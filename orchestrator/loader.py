@@ -62,6 +62,8 @@ def load_pipeline(path: str | Path, allowed_prefixes: tuple[str, ...] = ("tasks.
             cannot be imported; every problem is listed.
     """
     src = str(path)
+    if Path(path).suffix.lower() != ".toml":
+        raise PipelineInvalid([Problem(f"unsupported pipeline file type '{Path(path).suffix}' (use .toml)", file=src)])
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

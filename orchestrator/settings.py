@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     prefetch_multiplier: int = Field(1, ge=1, le=64)
     progress_interval_s: float = Field(0.5, ge=0, description="minimum time between two progress writes")
     task_events: bool = Field(True, description="send Celery task events (what Flower shows)")
+    max_result_bytes: int = Field(1_000_000, ge=1, description="largest result kept in Redis (JSON bytes)")
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")

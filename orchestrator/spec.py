@@ -169,7 +169,7 @@ def _timeout_policy(timeout: TimeoutPolicy | float | None) -> TimeoutPolicy:
 def _build_spec(f: Callable[..., Any], **opts: Any) -> TaskSpec:
     where = f"{f.__module__}.{f.__qualname__}"
     name = opts["name"] or f"{f.__module__}.{f.__name__}"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise TaskDefinitionError(f"{where}: task name {name!r} must match {NAME_RE.pattern}")
     try:
         rule = TriggerRule(opts["trigger_rule"])

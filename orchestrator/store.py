@@ -9,6 +9,7 @@ and each task costs two round trips: ``begin`` (claim + inputs) and
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,16 @@ from orchestrator.states import TERMINAL_RUN_STATES
 
 HASH_CHUNK = 5000  #: fields per HSET, keeps single commands small
 DISPATCH_CHUNK = 1000  #: roots per ledger call, keeps Redis responsive
+
+
+RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", re.ASCII)
+
+
+def check_run_id(run_id: str) -> str:
+    """Refuse anything that is not a run id before it reaches a key name or a path."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise RunNotFound(f"'{run_id}' is not a run id (expected YYYYMMDD-HHMMSS-xxxxxx)")
+    return run_id
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -237,12 +248,13 @@ class RunStore:
     # -- reads --------------------------------------------------------------------------------
 
     def require(self, run_id: str) -> None:
+        check_run_id(run_id)
         if not self.r.exists(keys.run_keys(run_id).meta):
             raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
 
     def snapshot(self, run_id: str, detail: bool = True) -> RunSnapshot:
         """Meta and, with ``detail``, per-node state/attempts/times/hosts/progress/errors (pipelined)."""
-        k = keys.run_keys(run_id)
+        k = keys.run_keys(check_run_id(run_id))
         if not detail:
             meta = self.r.hgetall(k.meta)
             if not meta:

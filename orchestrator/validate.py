@@ -30,7 +30,7 @@ def validate(pipeline: Pipeline) -> list[Problem]:
         if node.name in seen:
             problems.append(Problem("duplicate task name", task=node.name, file=src))
         seen.add(node.name)
-        if not NAME_RE.match(node.name):
+        if not NAME_RE.fullmatch(node.name) or ".." in node.name:
             problems.append(Problem(f"task name must match {NAME_RE.pattern}", task=node.name, file=src))
     if not pipeline.nodes:
         problems.append(Problem("pipeline has no tasks", file=src))

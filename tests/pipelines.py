@@ -124,3 +124,13 @@ def gate(config: GateConfig, ctx: TaskContext, **upstream: Any) -> Count:
     if not r.exists(config.flag):
         raise RuntimeError(f"{config.flag} is not set")
     return Count(value=n)
+
+
+class EchoConfig(BaseModel):
+    text: str
+
+
+@task(name="tests.echo")
+def echo(config: EchoConfig) -> dict[str, str]:
+    """Returns its param unchanged: strings are data, never code."""
+    return {"text": config.text}

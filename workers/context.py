@@ -29,14 +29,15 @@ class WorkerContext:
         self.attempt = attempt
         self.log = log
         self._store = store
-        self._dir = task_dir(artifact_root, node, version, run_id)
+        self._root, self._parts = artifact_root, (node, version, run_id)
         self._interval = progress_interval_s
         self._last_write = 0.0
 
     @property
     def output_dir(self) -> Path:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        return self._dir
+        path = task_dir(self._root, *self._parts)  # checked on each use: no symlink escapes the root
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def progress(self, done: int, total: int) -> None:
         """Store ``done/total``; at most one write per interval, the final one always."""

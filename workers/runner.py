@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from orchestrator import __version__
-from orchestrator.artifacts import error_report_path, failed_log_path, task_dir, write_json
+from orchestrator.artifacts import UnsafePath, error_report_path, failed_log_path, task_dir, write_json
 from orchestrator.keys import run_keys as store_keys
 from orchestrator.redact import redact, scrub, secret_values
 from orchestrator.settings import Settings
@@ -118,7 +118,11 @@ class NodeRunner:
             raise TaskFailed(f"{error['type']}: {error['message']}") from None
         duration = time.monotonic() - started
         if self.settings.write_artifacts:
-            self._write_artifacts(claim, run_id, node, result_json, duration, host)
+            try:
+                self._write_artifacts(claim, run_id, node, result_json, duration, host)
+            except UnsafePath as exc:
+                error = self._on_error(celery_task, store, claim, ctx, PermanentError(str(exc)), duration, token)
+                raise TaskFailed(f"{error['type']}: {error['message']}") from None
         outcome = store.succeed(
             run_id, node, token, result_json, self._log_line(node, claim.attempt, "succeeded", duration, host)
         )
@@ -147,12 +151,19 @@ class NodeRunner:
     def _dump(self, value: Any) -> str:
         try:
             if isinstance(value, BaseModel):
-                return value.model_dump_json()
-            if self._result_adapter is not None:
-                return self._result_adapter.dump_json(value).decode()
-            return json.dumps(value)
+                text = value.model_dump_json()
+            elif self._result_adapter is not None:
+                text = self._result_adapter.dump_json(value).decode()
+            else:
+                text = json.dumps(value)
         except (TypeError, ValueError) as exc:
             raise PermanentError(f"result is not JSON-serialisable: {exc}") from exc
+        if len(text) > self.settings.max_result_bytes:
+            raise PermanentError(
+                f"result is {len(text)} bytes, over max_result_bytes ({self.settings.max_result_bytes}): "
+                "write large data to ctx.output_dir and return its path"
+            )
+        return text
 
     # -- failures -------------------------------------------------------------------------------
 
@@ -217,7 +228,7 @@ class NodeRunner:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(summary) + "\n")
-        except OSError as exc:  # a full disk must not hide the task failure itself
+        except (OSError, UnsafePath) as exc:  # a full disk must not hide the task failure itself
             ctx.log.error("report.write_failed", error=str(exc))
 
     def on_lost(self, run_id: str, node: str, task_id: str, host: str, reason: str, message: str) -> str:
