@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from orchestrator.client import Client
+from orchestrator.keys import run_keys
 from orchestrator.embedded import RedisServer, WorkerProcess
 from orchestrator.states import TERMINAL_TASK_STATES
 from tests.conftest import REPO
@@ -84,11 +85,12 @@ def probe_events(r: redis.Redis, run_id: str) -> list[dict[str, str]]:
 
 
 def in_flight(r: redis.Redis, run_id: str) -> set[str]:
-    """Tasks that started and have not ended: the ones a fault right now hits."""
+    """Tasks a fault right now hits: started and not ended, or ended but not yet settled in the ledger."""
     started, ended = set(), set()
     for e in probe_events(r, run_id):
         (started if e["phase"] == "start" else ended).add(e["task"])
-    return started - ended
+    running = {n for n, s in r.hgetall(run_keys(run_id).state).items() if s == "running"}
+    return (started - ended) | running
 
 
 def wait_for_event(r: redis.Redis, run_id: str, task: str, phase: str, timeout_s: float = 30) -> dict[str, str]:

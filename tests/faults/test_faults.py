@@ -204,3 +204,54 @@ def test_28_secrets_are_scrubbed_from_every_sink(
     figures(client, redis_client, run_id, "28 secret redaction", faulted=set(), canary_hits=sum(hits.values()))
     assert "***" in sinks["error report"]
     assert not any(hits.values()), hits
+
+
+def test_2_whole_worker_killed_during_200_task_fan_out(
+    w1: FaultWorkers, client: Client, redis_client: redis.Redis
+) -> None:
+    """Two workers; one SIGKILLed (whole process group) after 50 of 200 chunks: the other finishes, reduce once."""
+    w1.start("w2", concurrency=2)
+    p = Pipeline("fan").add_task(block, name="split", params={"seconds": 0})
+    for i in range(200):
+        p.add_task(block, name=f"chunk{i:03d}", depends_on=["split"], params={"seconds": 0.03})
+    p.add_task(block, name="reduce", depends_on=[f"chunk{i:03d}" for i in range(200)])
+    run_id = client.submit(p)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = sum(1 for e in probe_events(redis_client, run_id) if e["phase"] == "end" and e["task"] != "split")
+        if done >= 50:
+            break
+        time.sleep(0.01)
+    w1.kill("w1")
+    t_fault = time.time()
+    hit = in_flight(redis_client, run_id)
+    snap = _wait(client, run_id, timeout_s=90)
+    reduce_starts = [e for e in probe_events(redis_client, run_id) if e["task"] == "reduce" and e["phase"] == "start"]
+    fig = figures(client, redis_client, run_id, "2 whole worker killed during 200-chunk fan-out", faulted=hit,
+                  in_flight_at_kill=len(hit), recover_s=round(time.time() - t_fault, 3))  # fmt: skip
+    w1.start("w1", concurrency=2)  # the module's other tests expect w1
+    w1.procs.pop("w2").stop(grace_s=5)
+    assert snap.state == "succeeded", snap.counts()
+    assert fig["lost"] == 0 and fig["double_trigger"] == 0 and len(reduce_starts) == 1
+
+
+def test_4_graceful_stop_mid_task_finishes_the_task(
+    w1: FaultWorkers, client: Client, redis_client: redis.Redis
+) -> None:
+    """SIGTERM (warm shutdown) while a task runs: it finishes, nothing is lost; a new worker continues."""
+    flag = f"tests:flag:{uuid.uuid4().hex}"
+    run_id = client.submit(_pair(flag))
+    wait_for_event(redis_client, run_id, "victim", "start")
+    w = w1.procs.pop("w1")
+    t0 = time.monotonic()
+    os.kill(w.proc.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    redis_client.set(flag, 1)
+    w.proc.wait(30)
+    shutdown_s = time.monotonic() - t0
+    w1.start("w1", concurrency=2)
+    snap = _wait(client, run_id)
+    fig = figures(client, redis_client, run_id, "4 graceful stop mid-task", faulted=set(),
+                  shutdown_s=round(shutdown_s, 3))  # fmt: skip
+    assert snap.state == "succeeded"
+    assert fig["lost"] == 0 and fig["extra_exec"] == 0 and fig["double_trigger"] == 0
