@@ -126,3 +126,11 @@ def exactness_levelled(slow_s: float, chain_n: int, short_s: float) -> Any:
 
 def layered_task_count(width: int, depth: int, form: str) -> int:
     return width * depth + (1 if form == "nested" else depth)
+
+
+def forget_results() -> None:
+    """Before the bench Redis stops: make result objects still alive unsubscribe from nothing at exit
+    (otherwise ``AsyncResult.__del__`` tries to reach the stopped Redis and prints a traceback)."""
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None and hasattr(consumer, "subscribed_to"):
+        consumer.subscribed_to.clear()

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
             common.log(f"aborted; measurements so far in {partial.relative_to(common.REPO)}")
         gc.collect()  # drop raw Celery AsyncResults while their Redis is still up
+        from bench import raw_celery_app
+
+        raw_celery_app.forget_results()
         stack.close()
         common.log("Celery phase done; Redis and workers stopped")
 

@@ -68,16 +68,19 @@ def _die_with_parent() -> None:
 class RedisServer:
     """A private redis-server process on a free loopback port."""
 
-    def __init__(self, workdir: Path, password: str | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, password: str | None = None, appendonly: bool = True, bind: str = "127.0.0.1"
+    ) -> None:
         self.workdir = workdir
         self.password = password or secrets.token_urlsafe(24)
         self.appendonly = appendonly
+        self.bind = bind  #: space-separated addresses; the first is the one clients use
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@{self.bind.split()[0]}:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0, keep_port: bool = False) -> RedisServer:
         """Start (or, with ``keep_port``, restart on the same port with the same data directory)."""
@@ -91,7 +94,7 @@ class RedisServer:
                 "\n".join(
                     [
                         f"port {self.port}",
-                        "bind 127.0.0.1",
+                        f"bind {self.bind}",
                         "protected-mode yes",
                         f"requirepass {self.password}",
                         f"appendonly {'yes' if self.appendonly else 'no'}",
@@ -114,7 +117,7 @@ class RedisServer:
         raise EmbeddedStartError(f"redis-server did not start; see {self.workdir / 'redis.log'}")
 
     def _wait_ready(self, timeout_s: float) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
+        client = redis.Redis(host=self.bind.split()[0], port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -150,6 +153,7 @@ class WorkerProcess:
         log_path: Path,
         extra_env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.name = name
@@ -158,6 +162,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.cwd = cwd or Path.cwd()
+        self.prefix = prefix or []  #: e.g. ["ip", "netns", "exec", "w1"] to run on another "host"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -168,7 +173,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         cmd = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            *self.prefix, sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             "--loglevel", "WARNING", "-c", str(self.concurrency), "-Q", ",".join(self.queues),
             "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from orchestrator.client import Client
-from orchestrator.keys import run_keys
 from orchestrator.embedded import RedisServer, WorkerProcess
+from orchestrator.keys import run_keys
 from orchestrator.states import TERMINAL_TASK_STATES
 from tests.conftest import REPO
 from tests.fault_tasks import QUEUE, probe_stream
