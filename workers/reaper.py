@@ -39,7 +39,9 @@ class Reaper(threading.Thread):
                 self.log.warning("reaper.redis_error", error=str(exc))
 
     def sweep(self, store: RunStore, interval: float) -> int:
-        if not store.r.set(keys.REAPER_LOCK, self.identity, nx=True, px=max(int(interval * 900), 100)):
+        # The lock only saves duplicate sweeps (a sweep is idempotent); keep it short so workers with a
+        # shorter interval are never starved by one with a longer interval.
+        if not store.r.set(keys.REAPER_LOCK, self.identity, nx=True, px=max(int(min(interval, 1.0) * 900), 100)):
             return 0
         reaped = 0
         for run_id in store.active_runs():
