@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=5, description="Redis broker redelivery of unacked messages")
     restore_interval_s: int = Field(10, ge=1, description="how often workers look for unacked messages to restore")
     prefetch_multiplier: int = Field(1, ge=1, le=64)
+    max_memory_per_child_kb: int | None = Field(
+        None, ge=10_000, description="recycle a pool process after a task leaves it above this RSS"
+    )
     progress_interval_s: float = Field(0.5, ge=0, description="minimum time between two progress writes")
     task_events: bool = Field(True, description="send Celery task events (what Flower shows)")
     max_result_bytes: int = Field(1_000_000, ge=1, description="largest result kept in Redis (JSON bytes)")

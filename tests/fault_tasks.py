@@ -104,3 +104,22 @@ def leaky(config: SecretConfig, ctx: TaskContext) -> None:
     """Fails with its secrets in the exception message."""
     _record(ctx, "start")
     raise RuntimeError(f"could not connect with token={config.api_token} to {config.dsn}")
+
+
+@task(name="faults.leak", queue=QUEUE)
+def leak(ctx: TaskContext) -> None:
+    """Grows memory under an address-space limit until MemoryError (the limit is lifted afterwards)."""
+    import resource
+
+    _record(ctx, "start")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as fh:
+        vm_bytes = int(fh.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes + 200 * 1024 * 1024, hard))
+    try:
+        hog = []
+        while True:
+            hog.append(bytearray(10 * 1024 * 1024))
+    finally:
+        hog = []
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

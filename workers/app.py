@@ -39,6 +39,7 @@ def create_app(settings: Settings, register: bool = False) -> Celery:
         task_ignore_result=True,
         task_default_queue=settings.default_queue,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
+        worker_max_memory_per_child=settings.max_memory_per_child_kb,
         worker_send_task_events=settings.task_events,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,

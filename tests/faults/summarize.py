@@ -1,7 +1,7 @@
 """Turn the ``FAULT`` lines of the last fault-suite run into docs/RELIABILITY.md's table.
 
-    python -m pytest tests/faults -q          # appends to artifacts/fault-results.jsonl
-    python -m tests.faults.summarize          # rewrites the table in docs/RELIABILITY.md
+python -m pytest tests/faults -q          # appends to artifacts/fault-results.jsonl
+python -m tests.faults.summarize          # rewrites the table in docs/RELIABILITY.md
 """
 
 from __future__ import annotations

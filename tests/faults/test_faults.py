@@ -15,13 +15,14 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
 from orchestrator import Pipeline
 from orchestrator.client import Client
 from orchestrator.keys import run_keys
-from tests.fault_tasks import bad_result, block, hang, leaky, long, poison
+from tests.fault_tasks import bad_result, block, hang, leak, leaky, long, poison
 from tests.faults.conftest import FaultWorkers, figures, in_flight, probe_events, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -255,3 +256,22 @@ def test_4_graceful_stop_mid_task_finishes_the_task(
                   shutdown_s=round(shutdown_s, 3))  # fmt: skip
     assert snap.state == "succeeded"
     assert fig["lost"] == 0 and fig["extra_exec"] == 0 and fig["double_trigger"] == 0
+
+
+def test_6_leaking_task_fails_and_the_pool_keeps_serving(
+    w1: FaultWorkers, client: Client, redis_client: redis.Redis
+) -> None:
+    """A task that exhausts its memory limit fails with MemoryError; the next task on that worker runs normally."""
+    run_id = client.submit(Pipeline("leak").add_task(leak).add_task(block, name="after", depends_on=["leak"]))
+    snap = _wait(client, run_id)
+    assert snap.states == {"leak": "failed", "after": "upstream_failed"}
+    assert json.loads(snap.errors["leak"])["type"] == "MemoryError"
+    t0 = time.monotonic()
+    next_run = client.submit(Pipeline("after-leak").add_task(block, name="x"))
+    assert _wait(client, next_run).state == "succeeded"
+    latency = time.monotonic() - t0
+    rss_mb = sum(p.memory_info().rss for p in [psutil.Process(w1.procs["w1"].proc.pid)]
+                 + psutil.Process(w1.procs["w1"].proc.pid).children()) / 1e6  # fmt: skip
+    fig = figures(client, redis_client, run_id, "6 leaking task", faulted={"leak"},
+                  next_task_s=round(latency, 3), worker_rss_mb=round(rss_mb, 1))  # fmt: skip
+    assert fig["lost"] == 0 and latency < 10 and rss_mb < 1000
