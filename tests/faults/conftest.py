@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -20,6 +19,7 @@ from orchestrator.embedded import RedisServer, WorkerProcess
 from orchestrator.keys import run_keys
 from orchestrator.states import TERMINAL_TASK_STATES
 from tests.conftest import REPO
+from tests.fault_report import record
 from tests.fault_tasks import QUEUE, probe_stream
 
 FAULT_ENV = {
@@ -122,13 +122,3 @@ def figures(
         **extra,
     }  # fmt: skip
     return record(fig)
-
-
-def record(fig: dict[str, Any]) -> dict[str, Any]:
-    """Print one ``FAULT {json}`` line and append it to the results file docs/RELIABILITY.md is built from."""
-    print("FAULT " + json.dumps(fig))
-    results = Path(os.environ.get("CHORDFLOW_FAULT_RESULTS", REPO / "artifacts" / "fault-results.jsonl"))
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with results.open("a") as fh:
-        fh.write(json.dumps(fig) + "\n")
-    return fig

@@ -18,6 +18,7 @@ from orchestrator.client import Client
 from orchestrator.errors import RunNotFound
 from orchestrator.keys import run_keys
 from tests.conftest import run_to_end
+from tests.fault_report import record
 from tests.integration.test_cli import chordflow, keyspace
 from tests.integration.test_engine import _create_undispatched
 from tests.pipelines import echo, noop, stamp
@@ -51,6 +52,8 @@ def test_18_19_malformed_files_exit_2_naming_the_file(
         assert str(path) in proc.stderr and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert keyspace(redis_client) == before
+    record({"scenario": f"18-19 bad pipeline file ({name})", "exit_code": 2, "path_named": True,
+            "keyspace_changed": False})  # fmt: skip
 
 
 def test_20_disallowed_module_is_never_imported(tmp_path: Path, cli_env: dict[str, str]) -> None:
@@ -65,6 +68,7 @@ def test_20_disallowed_module_is_never_imported(tmp_path: Path, cli_env: dict[st
     assert "task 'a': field 'uses': 'evilmod.fn' is outside the allowed task packages" in proc.stderr
     assert "task 'b': field 'uses': 'os.system' is outside the allowed task packages" in proc.stderr
     assert not canary.exists()
+    record({"scenario": "20 disallowed task references", "errors": 2, "cases": 2, "canary_files": 0})
 
 
 @pytest.mark.usefixtures("worker")
@@ -97,6 +101,7 @@ def test_25_pickle_payload_with_side_effect_never_unpickled(
     assert not canary.exists()
     assert redis_client.hget(f"tests:executions:{run_id}", "victim") is None
     assert run_to_end(client, Pipeline("alive").add_task(noop)).state == "succeeded"  # worker still alive
+    record({"scenario": "25 pickle injection", "canary_files": 0, "executed": 0, "worker_alive": True})
 
 
 @pytest.mark.usefixtures("worker")
@@ -107,6 +112,7 @@ def test_26_code_looking_params_are_plain_data(client: Client, tmp_path: Path) -
     assert snap.state == "succeeded"
     assert client.results(snap.run_id)["echo"] == {"text": bait}
     assert not canary.exists()
+    record({"scenario": "26 eval bait in params", "canary_files": 0, "treated_as": "data"})
 
 
 def test_27_run_id_traversal_is_refused(cli_env: dict[str, str], client: Client) -> None:
@@ -129,6 +135,7 @@ def test_27_artifact_symlink_escape_is_refused(client: Client, artifact_root: Pa
     assert snap.states[node] == "failed"
     assert "outside the artifact root" in json.loads(snap.errors[node])["message"]
     assert sorted(p for p in outside.rglob("*")) == before == []
+    record({"scenario": "27 path traversal (run ids, node names, symlinked artifact dir)", "files_outside_root": 0})
 
 
 @pytest.mark.usefixtures("worker")
@@ -139,3 +146,4 @@ def test_22_oversized_result_is_refused(client: Client) -> None:
     assert snap.states["echo"] == "failed"
     assert "over max_result_bytes" in json.loads(snap.errors["echo"])["message"]
     assert client.results(snap.run_id) == {}
+    record({"scenario": "22 oversized result", "state": snap.state, "retries": 0, "stored_bytes": 0})

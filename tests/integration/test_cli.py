@@ -19,6 +19,7 @@ from orchestrator import Pipeline
 from orchestrator.client import Client
 from orchestrator.keys import REAPER_LOCK
 from tests.conftest import REPO
+from tests.fault_report import record
 from tests.pipelines import stamp
 
 DATA = REPO / "tests" / "data"
@@ -61,6 +62,10 @@ def test_invalid_pipeline_exits_2_with_clear_message_and_redis_untouched(
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert keyspace(redis_client) == before
+    scenario = {"cycle.toml": "19 cyclic DAG", "bad_params.toml": "21 invalid params",
+                "type_mismatch.toml": "21 upstream type mismatch", "missing_dep.toml": "20 missing dependency",
+                "unknown_import.toml": "20 unknown import path", "duplicate.toml": "20 duplicate name"}[file]  # fmt: skip
+    record({"scenario": f"{scenario} ({command})", "exit_code": 2, "named": True, "keyspace_changed": False})
 
 
 def test_validate_ok_files(cli_env: dict[str, str]) -> None:

@@ -13,6 +13,7 @@ from orchestrator.client import Client
 from orchestrator.errors import RunNotFinished
 from orchestrator.keys import run_keys
 from tests.conftest import run_to_end
+from tests.fault_report import record
 from tests.integration.test_cli import chordflow
 from tests.pipelines import gate, stamp
 
@@ -70,3 +71,5 @@ def test_run_keys_do_not_expire_while_active_then_get_ttl(settings, redis_client
     snap = short.wait(run_id, timeout_s=30)
     assert snap.state == "succeeded"
     assert 0 < redis_client.ttl(k.meta) <= 2 and 0 < redis_client.ttl(k.results) <= 2
+    record({"scenario": "14 run TTL shorter than the run", "state": snap.state, "hang": False,
+            "expired_mid_run": False})  # fmt: skip
