@@ -25,6 +25,16 @@ from tests.pipelines import stamp
 DATA = REPO / "tests" / "data"
 
 
+SCENARIOS = {
+    "cycle.toml": "19 cyclic DAG",
+    "bad_params.toml": "21 invalid params",
+    "type_mismatch.toml": "21 upstream type mismatch",
+    "missing_dep.toml": "20 missing dependency",
+    "unknown_import.toml": "20 unknown import path",
+    "duplicate.toml": "20 duplicate name",
+}
+
+
 def keyspace(r: redis.Redis) -> set[str]:
     """Every key, minus the reaper's short-lived lock (taken by live workers on their own schedule)."""
     return set(r.scan_iter(count=1000)) - {REAPER_LOCK}
@@ -62,9 +72,7 @@ def test_invalid_pipeline_exits_2_with_clear_message_and_redis_untouched(
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert keyspace(redis_client) == before
-    scenario = {"cycle.toml": "19 cyclic DAG", "bad_params.toml": "21 invalid params",
-                "type_mismatch.toml": "21 upstream type mismatch", "missing_dep.toml": "20 missing dependency",
-                "unknown_import.toml": "20 unknown import path", "duplicate.toml": "20 duplicate name"}[file]  # fmt: skip
+    scenario = SCENARIOS[file]
     record({"scenario": f"{scenario} ({command})", "exit_code": 2, "named": True, "keyspace_changed": False})
 
 
