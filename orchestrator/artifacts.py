@@ -7,7 +7,9 @@ failure gets ``errors/<run_id>/<node>-<attempt>.json`` and a line in
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,19 @@ class UnsafePath(ChordflowError):
     """An artifact path would land outside the artifact root."""
 
 
+@functools.lru_cache(maxsize=16)
+def _resolved(root: Path) -> Path:
+    return root.resolve()
+
+
 def safe_path(root: Path, *parts: str) -> Path:
     """``root/part/...``, refusing traversal (``..``, separators, NUL) and symlinks that lead outside ``root``."""
     for part in parts:
         if not SAFE_PART.fullmatch(part) or ".." in part:
             raise UnsafePath(f"unsafe path component {part!r}")
     path = root.joinpath(*parts)
-    base = root.resolve()
-    resolved = path.resolve()
+    base = _resolved(root)
+    resolved = Path(os.path.realpath(path))
     if resolved != base and base not in resolved.parents:
         raise UnsafePath(f"{path} resolves to {resolved}, outside the artifact root {base}")
     return path
@@ -46,9 +53,14 @@ def failed_log_path(root: Path) -> Path:
     return root / "failed_tasks.log"
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, pretty: bool = True) -> None:
     """Write atomically (temp file + rename) so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(path)
+    os.makedirs(path.parent, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2 if pretty else None, sort_keys=pretty, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

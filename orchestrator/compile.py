@@ -7,8 +7,9 @@ Two products, both stored once per run:
   Celery chain (thin immutable ``.si(run_id, node)`` signatures);
 * a *message template* per task: a complete kombu/Redis envelope of a Celery
   protocol-2 message, built by Celery itself (``app.amqp.as_task_v2``), with
-  placeholders ``@@ID@@``, ``@@RUN@@``, ``@@NODE@@`` and ``"@@BODY@@"`` that
-  ``ledger.lua`` fills in when it LPUSHes a ready node.
+  placeholders ``@@ID@@``, ``@@RUN@@``, ``@@NODE@@`` and ``@@BODY@@`` (where the
+  body's JSON string goes, quotes included) that ``ledger.lua`` fills in, in one
+  ``string.gsub`` pass, when it LPUSHes a ready node.
 
 Messages therefore carry ids only: their size does not depend on the DAG.
 The body is left without ``body_encoding`` (plain JSON, no base64) so a Lua
@@ -57,7 +58,8 @@ def message_template(app: Celery, node: NodePlan) -> str:
             "delivery_tag": TASK_ID,
         },
     }
-    return json.dumps(envelope, separators=(",", ":"))
+    # The body placeholder stands for a whole JSON string, quotes included.
+    return json.dumps(envelope, separators=(",", ":")).replace(f'"{BODY}"', BODY)
 
 
 def chain_tail(app: Celery, run_id: str, plan: ExecutionPlan, node: str) -> str | None:

@@ -35,7 +35,8 @@ chordflow:run:{rid}:lost                  hash    node -> attempts lost with the
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+import functools
+from dataclasses import dataclass, fields
 
 PREFIX = "chordflow"
 RUNS_INDEX = f"{PREFIX}:runs"
@@ -67,15 +68,16 @@ class RunKeys:
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
-        return list(astuple(self))
+        return [getattr(self, f.name) for f in fields(self)]
 
     def per_run(self) -> list[str]:
         """The keys owned by this run (everything but the global index)."""
         return self.ordered()[:-1]
 
 
+@functools.lru_cache(maxsize=1024)
 def run_keys(run_id: str) -> RunKeys:
-    """All keys of run ``run_id``."""
+    """All keys of run ``run_id`` (cached: a worker asks for the same run's keys for every task)."""
     base = f"{PREFIX}:run:{{{run_id}}}"
     return RunKeys(
         meta=base,

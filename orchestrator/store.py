@@ -8,6 +8,7 @@ and each task costs two round trips: ``begin`` (claim + inputs) and
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -243,7 +244,7 @@ class RunStore:
         self.r.hset(keys.run_keys(run_id).progress, node, f"{done}/{total}")
 
     def _call(self, run_id: str, op: str, *args: Any) -> Any:
-        return self._ledger(keys=keys.run_keys(run_id).ordered(), args=[op, run_id, *args])
+        return self._ledger(keys=_ledger_keys(run_id), args=[op, run_id, *args])
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -283,6 +284,11 @@ class RunStore:
         for run_id in ids:
             pipe.hgetall(keys.run_keys(run_id).meta)
         return [RunSnapshot(rid, meta) for rid, meta in zip(ids, pipe.execute(), strict=True) if meta]
+
+
+@functools.lru_cache(maxsize=1024)
+def _ledger_keys(run_id: str) -> list[str]:
+    return keys.run_keys(run_id).ordered()
 
 
 def check_redis_config(client: redis.Redis) -> tuple[list[str], list[str]]:

@@ -84,8 +84,14 @@ def _check_redis_at_start(settings: Settings) -> None:
 
 
 def _start_reaper_with_worker(settings: Settings) -> None:
-    """Run the lease reaper in the worker's main process while it consumes."""
+    """Run the lease reaper in the worker's main process while it consumes; flush artifacts at exit."""
     from celery import signals
+
+    from workers.artifact_writer import WRITER
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _flush_artifacts(**_: Any) -> None:
+        WRITER.flush()
 
     from workers.reaper import Reaper
 

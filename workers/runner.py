@@ -22,12 +22,20 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from orchestrator import __version__
-from orchestrator.artifacts import UnsafePath, error_report_path, failed_log_path, task_dir, write_json
+from orchestrator.artifacts import (
+    UnsafePath,
+    error_report_path,
+    failed_log_path,
+    task_dir,
+    write_json,
+    write_text_atomic,
+)
 from orchestrator.keys import run_keys as store_keys
 from orchestrator.redact import redact, scrub, secret_values
 from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
 from orchestrator.store import RunStore, connect
+from workers.artifact_writer import WRITER
 from workers.context import WorkerContext
 from workers.heartbeat import Heartbeat
 from workers.logs import get_logger
@@ -96,7 +104,7 @@ class NodeRunner:
             log,
             self.settings.progress_interval_s,
         )
-        log.info("task.started")
+        log.debug("task.started")
         heartbeat = heartbeat_for(self.settings)
         heartbeat.track(run_id, node, token)
         try:
@@ -260,28 +268,33 @@ class NodeRunner:
     def _write_artifacts(
         self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str
     ) -> None:
+        """Check the artifact path now (raises UnsafePath); write the two files in the writer thread."""
         out = task_dir(self.settings.artifact_root, node, self.spec.version, run_id)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(result_json, encoding="utf-8")
-        write_json(
-            out / "metadata.json",
-            {
-                "run_id": run_id,
-                "task": node,
-                "task_name": self.spec.name,
-                "version": self.spec.version,
-                "params": redact(claim.record.get("params") or {}, self._secret_fields),
-                "inputs": {
-                    p: (None if r is None else _sha256(r))
-                    for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
-                },
-                "duration_s": round(duration, 6),
-                "status": "succeeded",
-                "attempt": claim.attempt,
-                "host": host,
-                "chordflow_version": __version__,
+        metadata = {
+            "run_id": run_id,
+            "task": node,
+            "task_name": self.spec.name,
+            "version": self.spec.version,
+            "params": redact(claim.record.get("params") or {}, self._secret_fields),
+            "inputs": {
+                p: (None if r is None else _sha256(r))
+                for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
             },
-        )
+            "duration_s": round(duration, 6),
+            "status": "succeeded",
+            "attempt": claim.attempt,
+            "host": host,
+            "chordflow_version": __version__,
+        }
+
+        def write() -> None:
+            os.makedirs(out, exist_ok=True)
+            with open(out / "result.json", "w", encoding="utf-8") as fh:
+                fh.write(result_json)
+            # written last and atomically: its presence means the directory is complete
+            write_text_atomic(out / "metadata.json", json.dumps(metadata))
+
+        WRITER.submit(write)
 
     def _log_line(
         self, node: str, attempt: int, outcome: str, duration: float, host: str, error: dict[str, Any] | None = None

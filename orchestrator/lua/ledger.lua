@@ -63,10 +63,8 @@ local function dispatch(node)
   local tid = RUN_ID .. '.' .. node .. '.' .. n
   local body = '[["' .. RUN_ID .. '","' .. node .. '"],{},{"callbacks":null,"errbacks":null,"chain":'
     .. (s.chain or 'null') .. ',"chord":null}]'
-  local msg = string.gsub(tmpl, '"@@BODY@@"', function() return cjson.encode(body) end)
-  msg = string.gsub(msg, '@@ID@@', function() return tid end)
-  msg = string.gsub(msg, '@@NODE@@', function() return node end)
-  msg = string.gsub(msg, '@@RUN@@', function() return RUN_ID end)
+  -- one pass over the template; a table replacement inserts values literally (no % escapes)
+  local msg = string.gsub(tmpl, '@@(%u+)@@', {BODY = cjson.encode(body), ID = tid, NODE = node, RUN = RUN_ID})
   redis.call('LPUSH', s.q, msg)
   redis.call('HSET', K_STATE, node, 'queued')
   redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
