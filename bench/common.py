@@ -418,8 +418,10 @@ def commandstats_diff(before: dict[str, Any], after: dict[str, Any], tasks: int)
     for k in ("info", "commandstats"):
         calls.pop(k, None)
     total = sum(calls.values())
+    usec = {k: after["usec"][k] - before["usec"].get(k, 0) for k in calls}
     return {
         "tasks": tasks,
+        "usec": usec,
         "calls": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
         "calls_per_task": {k: v / tasks for k, v in sorted(calls.items(), key=lambda kv: -kv[1])},
         "total_per_task": total / tasks,
@@ -431,14 +433,17 @@ def merge_cmdstats(diffs: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum of several commandstats diffs (all repetitions of one system), re-normalised per task."""
     tasks = sum(d["tasks"] for d in diffs)
     calls: Counter[str] = Counter()
+    usec: Counter[str] = Counter()
     cpu_us = 0.0
     for d in diffs:
         calls.update(d["calls"])
+        usec.update(d.get("usec", {}))
         cpu_us += d["redis_cpu_us_per_task"] * d["tasks"]
     total = sum(calls.values())
     return {
         "tasks": tasks,
         "calls_per_task": {k: v / tasks for k, v in calls.most_common()},
+        "usec_per_task": {k: v / tasks for k, v in usec.most_common()},
         "total_per_task": total / tasks if tasks else 0,
         "redis_cpu_us_per_task": cpu_us / tasks if tasks else 0,
     }
@@ -694,6 +699,25 @@ def machine_info(r: redis.Redis | None = None) -> dict[str, Any]:
     return info
 
 
+def calibrate() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 3): shows how fast this shared VM was."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        x = 0
+        for i in range(1_000_000):
+            x += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def cpu_jiffies() -> dict[str, int]:
+    """Machine-wide CPU time counters from /proc/stat (USER_HZ ticks): busy, idle, steal."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    v = [int(x) for x in fields]
+    return {"idle": v[3] + v[4], "steal": v[7] if len(v) > 7 else 0, "total": sum(v[:8])}
+
+
 class CpuWatch:
     """CPU seconds used by a set of processes between start() and stop() (driver, workers...)."""
 
@@ -791,6 +815,30 @@ def cf_run(stack: Stack, pipeline: Any, timeout_s: float = 3600, sampler_queue: 
         "cmd": commandstats_diff(before, after, n),
         "cpu_s": cpu_s,
         "tasks": n,
+    }
+
+
+def ledger_timing(stack: Stack, run_id: str) -> dict[str, float] | None:
+    """From the ledger's own timestamps (Redis clock): how long each attempt held its claim
+    (``attempt_started`` -> ``finished``: the task function, artifacts, logging and the succeed call),
+    and how often each pool process completed a task (slot cycle = concurrency x span / tasks)."""
+    from orchestrator.keys import run_keys
+
+    t = {k.decode(): float(v) for k, v in stack.r(0).hgetall(run_keys(run_id).times).items()}
+    starts, fins, inside = [], [], []
+    for key, v in t.items():
+        if key.endswith(":attempt_started"):
+            fin = t.get(key[: -len(":attempt_started")] + ":finished")
+            if fin is not None:
+                starts.append(v)
+                fins.append(fin)
+                inside.append(fin - v)
+    if not inside:
+        return None
+    span = max(fins) - min(starts)
+    return {
+        "claim_ms": statistics.mean(inside) * 1e3,
+        "slot_cycle_ms": CONCURRENCY * span * 1e3 / len(inside),
     }
 
 

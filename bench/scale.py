@@ -5,7 +5,8 @@ layers, 2-3 parents per node. For every size:
 
 * orchestrator = a fresh ``python -m bench.scale --child`` process that imports chordflow, does one
   1-node warm-up run, builds the Pipeline and calls ``Client.submit``; it reports build and submit
-  time, its RSS when ready and its peak RSS (``ru_maxrss``) after the submit;
+  time, its RSS when ready (after that warm-up) and its peak RSS after the submit (``VmHWM``, reset
+  to the current RSS when ready, so the peak covers building the Pipeline and submitting it);
 * Redis memory of the run = ``INFO memory used_memory`` after the run minus before (the run's keys
   persist with their TTL), cross-checked with the sum of ``MEMORY USAGE`` over the run's keys;
 * largest broker message: exact, via a MONITOR reader that records every LPUSH onto the queue, in a
@@ -186,8 +187,9 @@ def _child(url: str, artifacts: str, width: int, depth: int) -> None:
     warm = client.submit(cf_tasks.fanout(1))
     client.wait(warm, timeout_s=60, poll_s=0.02, detail=False)
     proc = psutil.Process()
-    print(f"READY {proc.memory_info().rss}", flush=True)
+    hwm_reset = _reset_peak_rss()
     rss_ready = proc.memory_info().rss
+    print(f"READY {rss_ready}", flush=True)
     if sys.stdin.readline().strip() != "GO":
         return
     t0 = time.perf_counter()
@@ -197,7 +199,9 @@ def _child(url: str, artifacts: str, width: int, depth: int) -> None:
     t0 = time.perf_counter()
     run_id = client.submit(pipeline)
     submit = time.perf_counter() - t0
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # Peak RSS = VmHWM of this process. Not ru_maxrss: Linux carries the parent's ru_maxrss across
+    # fork+exec, so a child of a big driver would report the driver's RSS.
+    maxrss = _vm_hwm()
     print(
         json.dumps(
             {
@@ -208,10 +212,29 @@ def _child(url: str, artifacts: str, width: int, depth: int) -> None:
                 "rss_ready": rss_ready,
                 "rss_after": proc.memory_info().rss,
                 "maxrss": maxrss,
+                "peak_since": "ready (VmHWM reset)" if hwm_reset else "process start",
             }
         ),
         flush=True,
     )
+
+
+def _vm_hwm() -> int:
+    """Peak resident set size of this process, bytes (``VmHWM`` of /proc/self/status)."""
+    for line in open("/proc/self/status", encoding="ascii"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -255,6 +278,18 @@ def report(data: dict[str, Any], cfg: common.Config) -> tuple[str, list[dict[str
             )
             + ".",
         ]
+    lines += [
+        "",
+        "How: *largest message, MONITOR* = every LPUSH onto the queue recorded by a MONITOR reader in an extra, "
+        "untimed run (sizes up to "
+        f"{1_000 if cfg.quick else 10_000:,}); *sampled* = during the timed runs a sampler LRANGEs the 10 newest "
+        "and 10 oldest queued messages every 0.2 s (the only method used at the largest size, where MONITOR "
+        "would cost more than the run). Message sizes differ only by the length of node names (`n9_9999`) and "
+        "dispatch counters inside the ids. *Redis memory per node* = `used_memory` after the run − before "
+        "(the run's keys persist with their TTL; noisy at 10 nodes); *run keys* = sum of `MEMORY USAGE` over "
+        "the run's keys. *Orchestrator RSS*: a fresh process imports chordflow, does a 1-node warm-up run "
+        "(*ready*), then builds the Pipeline and submits it; *peak* = its `VmHWM`, reset at *ready*.",
+    ]
     checks = []
     small, big = keys[0], keys[-1]
     small_msg = (sizes[small].get("monitor") or {}).get("largest")
