@@ -15,13 +15,11 @@ settings. Both stay up for the whole Celery phase; the one not being measured si
 from __future__ import annotations
 
 import codecs
-import ctypes
 import datetime as _dt
 import hashlib
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,7 +38,7 @@ import psutil
 import redis
 from pydantic import SecretStr
 
-from orchestrator.embedded import RedisServer, WorkerProcess
+from orchestrator.embedded import RedisServer, WorkerProcess, die_with_parent, terminate_group
 from orchestrator.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,41 +101,13 @@ class Config:
 # processes
 
 
-def _die_with_parent() -> None:
-    """In the child: own process group, SIGKILL when the bench driver dies."""
-    os.setsid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+# Same child policy as chordflow's embedded mode: own process group, SIGKILL when we die.
+_die_with_parent = die_with_parent
 
 
 def terminate(proc: subprocess.Popen[Any] | None, grace_s: float = 10.0) -> None:
-    """SIGTERM the child's process group, SIGKILL what is left (same policy as orchestrator.embedded)."""
-    if proc is None:
-        return
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        pgid = None
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            if pgid is not None:
-                os.killpg(pgid, sig)
-            else:
-                proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=wait_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    if pgid is not None:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """SIGTERM the child's process group, SIGKILL what is left (orchestrator.embedded's policy)."""
+    terminate_group(proc, grace_s=grace_s)
 
 
 class RawWorker:

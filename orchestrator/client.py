@@ -104,8 +104,24 @@ class Client:
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
         )
-        self.store.dispatch(run_id, plan.roots)
+        self._dispatch_roots(run_id, plan.roots)
         return run_id
+
+    def _dispatch_roots(self, run_id: str, roots: list[str]) -> None:
+        """Dispatch is idempotent (only pending nodes are pushed): retry it; if Redis stays away,
+        cancel the run so it does not sit half-started forever."""
+        for attempt in range(3):
+            try:
+                self.store.dispatch(run_id, roots)
+                return
+            except redis.RedisError as exc:
+                last = exc
+                time.sleep(0.5 * (attempt + 1))
+        try:
+            self.store.cancel(run_id)
+        except redis.RedisError:
+            pass
+        raise RedisUnavailable(f"run {run_id} was created but its first tasks could not be queued: {last}")
 
     @_redis_errors
     def status(self, run_id: str, detail: bool = True) -> RunSnapshot:

@@ -56,7 +56,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGKILL when the parent dies; own process group."""
     os.setsid()
     try:
@@ -110,7 +110,7 @@ class RedisServer:
                 encoding="utf-8",
             )
             conf.chmod(0o600)
-            self.proc = subprocess.Popen([binary, str(conf)], preexec_fn=_die_with_parent)  # noqa: PLW1509
+            self.proc = subprocess.Popen([binary, str(conf)], preexec_fn=die_with_parent)  # noqa: PLW1509
             if self._wait_ready(timeout_s):
                 return self
             self.stop()
@@ -130,7 +130,7 @@ class RedisServer:
         return False
 
     def stop(self) -> None:
-        _terminate(self.proc, grace_s=5)
+        terminate_group(self.proc, grace_s=5)
         self.proc = None
 
     def kill(self) -> None:
@@ -183,7 +183,7 @@ class WorkerProcess:
             cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         log.close()
         return self
@@ -193,11 +193,11 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace_s: float = 15.0) -> None:
-        _terminate(self.proc, grace_s=grace_s)
+        terminate_group(self.proc, grace_s=grace_s)
         self.proc = None
 
 
-def _terminate(proc: subprocess.Popen[Any] | None, grace_s: float) -> None:
+def terminate_group(proc: subprocess.Popen[Any] | None, grace_s: float) -> None:
     """SIGTERM the child's process group, then SIGKILL what is left after ``grace_s``."""
     if proc is None:
         return

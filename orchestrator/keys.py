@@ -29,6 +29,7 @@ chordflow:run:{rid}:attempt_log           list    one JSON line per finished att
 chordflow:run:{rid}:templates             hash    task name -> Celery message template (see compile.py)
 chordflow:run:{rid}:task_ids              hash    node -> Celery task id of the running attempt (for revoke)
 chordflow:run:{rid}:lost                  hash    node -> attempts lost with their worker (bounded requeues)
+chordflow:run:{rid}:waiting               zset    node -> epoch ms it became queued/retrying (reaper safety net)
 <queue name>                              list    Celery/kombu queue (kombu's own key, not ours)
 ========================================  ======  ==========================================
 """
@@ -64,6 +65,7 @@ class RunKeys:
     templates: str
     task_ids: str
     lost: str
+    waiting: str
     active_runs: str  #: global, not per run; always last (the ledger never expires it)
 
     def ordered(self) -> list[str]:
@@ -96,5 +98,6 @@ def run_keys(run_id: str) -> RunKeys:
         templates=f"{base}:templates",
         task_ids=f"{base}:task_ids",
         lost=f"{base}:lost",
+        waiting=f"{base}:waiting",
         active_runs=ACTIVE_RUNS,
     )

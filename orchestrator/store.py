@@ -221,9 +221,9 @@ class RunStore:
         """Extend a live attempt's lease; False if the attempt no longer owns the node."""
         return bool(self._call(run_id, "heartbeat", node, token, lease_ms))
 
-    def reap(self, run_id: str, max_lost: int) -> int:
-        """Requeue (or fail) running attempts of ``run_id`` whose lease expired; returns how many."""
-        return int(self._call(run_id, "reap", max_lost))
+    def reap(self, run_id: str, max_lost: int, stale_ms: int) -> int:
+        """Requeue (or fail) attempts whose lease expired, re-dispatch nodes waiting over ``stale_ms``."""
+        return int(self._call(run_id, "reap", max_lost, stale_ms))
 
     def active_runs(self) -> list[str]:
         return sorted(self.r.smembers(keys.ACTIVE_RUNS))

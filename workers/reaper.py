@@ -45,7 +45,7 @@ class Reaper(threading.Thread):
             return 0
         reaped = 0
         for run_id in store.active_runs():
-            n = store.reap(run_id, self.settings.max_worker_lost)
+            n = store.reap(run_id, self.settings.max_worker_lost, self.settings.visibility_timeout_s * 1000)
             if n:
                 self.log.warning("reaper.requeued", run_id=run_id, attempts=n)
                 reaped += n

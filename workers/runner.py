@@ -18,7 +18,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+import redis
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from orchestrator import __version__
@@ -81,16 +82,19 @@ class NodeRunner:
         store = store_for(self.settings)
         host = celery_task.request.hostname or socket.gethostname()
         token = uuid.uuid4().hex
-        claim = store.begin(
-            run_id, node, host, self._lease_ms, token, celery_task.request.id or "", self.settings.max_worker_lost
-        )
+        try:
+            claim = store.begin(
+                run_id, node, host, self._lease_ms, token, celery_task.request.id or "", self.settings.max_worker_lost
+            )
+        except redis.RedisError as exc:  # nothing was claimed: put the message back rather than ack it
+            raise Reject(exc, requeue=True) from exc
         log = get_logger(run_id=run_id, task=node, attempt=claim.attempt, host=host)
         if claim.status == "busy":
             # Another live attempt holds the lease (a redelivered duplicate): look again when it must
             # have ended, instead of dropping the message or running the task twice at once.
             wait_s = min(claim.wait_ms / 1000 + 0.5, self._retry_cap_s)
             log.info("task.duplicate_delivery", wait_s=round(wait_s, 3))
-            raise celery_task.retry(countdown=wait_s, max_retries=None)
+            _reschedule(celery_task, wait_s)
         if claim.status != "run":
             log.info("task.skipped", reason=claim.status, state=claim.state)
             return None
@@ -203,7 +207,7 @@ class NodeRunner:
             if store.defer(run_id, node, token, json.dumps(error), line) != "ok":
                 return error  # no longer ours: another attempt owns the node
             ctx.log.warning("task.retrying", error=error["type"], message=error["message"], wait_s=round(wait_s, 3))
-            raise celery_task.retry(countdown=wait_s, max_retries=None, exc=exc)
+            _reschedule(celery_task, wait_s, exc)
         if store.fail(run_id, node, token, json.dumps(error), line) != "ok":
             return error
         self._write_error_report(claim, ctx, error, host)
@@ -310,6 +314,14 @@ class NodeRunner:
         if error is not None:
             line.update(error=error["type"], message=error["message"][:300])
         return json.dumps(line)
+
+
+def _reschedule(celery_task: Any, countdown_s: float, exc: BaseException | None = None) -> None:
+    """Celery retry with a countdown; if publishing it fails, requeue this message instead of losing it."""
+    try:
+        raise celery_task.retry(countdown=countdown_s, max_retries=None, exc=exc)
+    except Reject as rejected:  # Celery could not publish the retry and would drop the message
+        raise Reject(rejected.reason, requeue=True) from None
 
 
 class TaskFailed(Exception):

@@ -3,7 +3,7 @@
 -- KEYS (orchestrator/keys.py RunKeys.ordered()):
 --   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
---   16 lost  17 active runs (global set; never expired here)
+--   16 lost  17 waiting  18 active runs (global set; never expired here)
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
 -- Settling a node (succeeded/failed/...) is write-once: a second settle of a
@@ -14,7 +14,8 @@
 
 local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS, K_LOST, K_ACTIVE = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local K_LOST, K_WAITING, K_ACTIVE = KEYS[16], KEYS[17], KEYS[18]
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
 local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}
@@ -52,6 +53,7 @@ local function finish(node, state)
   redis.call('HSET', K_STATE, node, state)
   redis.call('HSET', K_TIMES, node .. ':finished', NOW_S)
   redis.call('HDEL', K_LEASES, node)
+  redis.call('ZREM', K_WAITING, node)
   redis.call('HINCRBY', K_META, 'n_' .. state, 1)
   if redis.call('HINCRBY', K_META, 'remaining', -1) == 0 then finalize_run() end
 end
@@ -68,6 +70,7 @@ local function dispatch(node)
   redis.call('LPUSH', s.q, msg)
   redis.call('HSET', K_STATE, node, 'queued')
   redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
+  redis.call('ZADD', K_WAITING, NOW_MS, node)
 end
 
 -- decrement the children's counters; returns the children that became ready
@@ -102,6 +105,7 @@ local function propagate(node, ok)
         -- its predecessor's Celery chain publishes it when that task returns
         redis.call('HSET', K_STATE, c, 'queued')
         redis.call('HSET', K_TIMES, c .. ':queued', NOW_S)
+        redis.call('ZADD', K_WAITING, NOW_MS, c)
       else
         dispatch(c)
       end
@@ -165,6 +169,13 @@ local function op_begin()
     propagate(node, false)
     return {'cancelled', 'cancelled'}
   end
+  if st == 'running' and owns(node, token) then
+    -- the same call, re-sent after a lost reply: answer as the first time, count nothing twice
+    local raw = redis.call('HGET', K_NODES, node)
+    local out = {'run', tonumber(redis.call('HGET', K_ATTEMPTS, node)), raw}
+    for _, p in ipairs(cjson.decode(raw).up) do out[#out + 1] = redis.call('HGET', K_RESULTS, p) or '' end
+    return out
+  end
   if st == 'running' then
     local expiry = lease_expiry(node)
     if expiry and expiry > NOW_MS then return {'busy', st, expiry - NOW_MS} end
@@ -175,6 +186,7 @@ local function op_begin()
   end
   redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
   redis.call('HSET', K_STATE, node, 'running')
+  redis.call('ZREM', K_WAITING, node)
   redis.call('HSET', K_HOSTS, node, host)
   redis.call('HSET', K_TASK_IDS, node, task_id)
   local attempt = redis.call('HINCRBY', K_ATTEMPTS, node, 1)
@@ -224,11 +236,15 @@ end
 -- defer(node, token, error_json, log_line): this attempt failed, another one is scheduled
 local function op_defer()
   local node, token, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  if redis.call('HGET', K_STATE, node) == 'retrying' and owns(node, token) then
+    return {'ok', 'retrying'}  -- the same call, re-sent after a lost reply
+  end
   local refused = settle_guard(node, token)
   if refused then return refused end
   redis.call('HSET', K_STATE, node, 'retrying')
   redis.call('HSET', K_ERRORS, node, err)
-  redis.call('HDEL', K_LEASES, node)
+  redis.call('HSET', K_LEASES, node, token .. '|0')  -- expired, but remembers who deferred
+  redis.call('ZADD', K_WAITING, NOW_MS, node)
   redis.call('RPUSH', K_LOG, line)
   return {'ok', 'retrying'}
 end
@@ -247,6 +263,7 @@ local function op_lost()
   if reason == 'worker_lost' then
     if count_lost(node, max_lost) then return {'failed', 'failed'} end
     redis.call('HSET', K_STATE, node, 'queued')  -- the requeued message runs it again
+    redis.call('ZADD', K_WAITING, NOW_MS, node)
     return {'requeued', 'queued'}
   end
   if retry then
@@ -266,10 +283,22 @@ local function op_heartbeat()
   return 1
 end
 
--- reap(max_lost): running attempts whose lease expired lost their worker; run them again
+-- reap(max_lost, stale_ms): running attempts whose lease expired lost their worker; run them again.
+-- Safety net: a node queued/retrying for longer than stale_ms (the broker's visibility timeout) has
+-- lost its message (a publish that failed after the ledger moved on): dispatch it again. Duplicates
+-- are harmless (leases, write-once settles).
 local function op_reap()
-  local max_lost = tonumber(ARGV[3])
+  local max_lost, stale_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
   local n = 0
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - stale_ms)) do
+    local st = redis.call('HGET', K_STATE, node)
+    if st == 'queued' or st == 'retrying' then
+      dispatch(node)
+      n = n + 1
+    else
+      redis.call('ZREM', K_WAITING, node)
+    end
+  end
   local leases = redis.call('HGETALL', K_LEASES)
   for i = 1, #leases, 2 do
     local node = leases[i]

@@ -275,3 +275,33 @@ def test_6_leaking_task_fails_and_the_pool_keeps_serving(
     fig = figures(client, redis_client, run_id, "6 leaking task", faulted={"leak"},
                   next_task_s=round(latency, 3), worker_rss_mb=round(rss_mb, 1))  # fmt: skip
     assert fig["lost"] == 0 and latency < 10 and rss_mb < 1000
+
+
+def test_resent_begin_and_defer_are_idempotent(client: Client, redis_client: redis.Redis) -> None:
+    """redis-py re-sends a script whose reply was lost: the second begin/defer must change nothing."""
+    from tests.integration.test_engine import _create_undispatched
+
+    run_id = _create_undispatched(client, Pipeline("resend").add_task(block, name="x"))
+    redis_client.hset(run_keys(run_id).state, "x", "queued")
+    first = client.store.begin(run_id, "x", "h", 60_000, "tok", "t")
+    again = client.store.begin(run_id, "x", "h", 60_000, "tok", "t")
+    assert first.status == again.status == "run" and first.attempt == again.attempt == 1
+    assert client.store.defer(run_id, "x", "tok", "{}", "{}") == "ok"
+    assert client.store.defer(run_id, "x", "tok", "{}", "{}") == "ok"  # re-sent: still ours, still ok
+    assert client.status(run_id).states["x"] == "retrying" and client.status(run_id).attempts["x"] == "1"
+    assert client.store.defer(run_id, "x", "other", "{}", "{}") == "stale"
+
+
+def test_reaper_redispatches_a_node_whose_message_was_lost(client: Client, redis_client: redis.Redis) -> None:
+    """Safety net: a node queued with no message anywhere (a publish failed) is dispatched again."""
+    from tests.integration.test_engine import _create_undispatched
+    from tests.pipelines import noop
+
+    run_id = _create_undispatched(client, Pipeline("lost-msg").add_task(noop, name="orphan"))
+    k = run_keys(run_id)
+    redis_client.hset(k.state, "orphan", "queued")  # the ledger moved on, the message never made it
+    redis_client.zadd(k.waiting, {"orphan": 1})  # queued since long ago
+    assert client.store.reap(run_id, 2, stale_ms=60_000) == 1
+    snap = client.wait(run_id, timeout_s=30, poll_s=0.05)
+    assert snap.state == "succeeded" and snap.attempts["orphan"] == "1"
+    assert redis_client.zcard(k.waiting) == 0
