@@ -7,6 +7,7 @@ python -m tests.faults.summarize          # rewrites the table in docs/RELIABILI
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,13 +18,19 @@ BEGIN, END = "<!-- fault-table:begin -->", "<!-- fault-table:end -->"
 MAIN = ("state", "nodes", "lost", "extra_exec", "double_trigger")
 
 
+def _order(name: str) -> tuple[int, str]:
+    """Scenario number first ("18-19 ..." sorts as 18), then name; unnumbered rows last."""
+    head = re.match(r"\d+", name)
+    return (int(head.group()) if head else 10_000, name)
+
+
 def table(lines: list[dict]) -> str:
     latest: dict[str, dict] = {}
     for fig in lines:
         latest[fig["scenario"]] = fig  # the last run of each scenario wins
     rows = ["| scenario | final state | nodes | lost | extra executions | double triggers | other figures |",
             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name in sorted(latest, key=lambda n: (not n[0].isdigit(), int(n.split()[0]) if n[0].isdigit() else 0, n)):
+    for name in sorted(latest, key=_order):
         fig = latest[name]
         other = ", ".join(f"{k}={v}" for k, v in fig.items() if k not in (*MAIN, "scenario", "run_id",
                                                                           "extra_exec_unfaulted"))  # fmt: skip
