@@ -31,13 +31,7 @@ def measure_celery(stack: common.Stack, cfg: common.Config) -> dict[str, Any]:
             s[system].add(submit_s=out["submit_s"], e2e_s=out["e2e_s"], ms_per_hop=out["e2e_s"] * 1e3 / n)
             runs[system].append(out)
             common.log(f"chain {n} {system} rep {rep + 1}: {out['e2e_s'] * 1e3 / n:.2f} ms/hop")
-    return {
-        "n": n,
-        "executed": common.executed_delta(ex0, common.executed(stack)),
-        **{k: v.summaries() for k, v in s.items()},
-        "cmdstats": {k: common.merge_cmdstats([r["cmd"] for r in v]) for k, v in runs.items()},
-        "cpu_ms_per_task": {k: common.cpu_per_task(v) for k, v in runs.items()},
-    }
+    return common.scenario_result(stack, ex0, s, runs, n=n)
 
 
 def measure_dask(client: Any, cfg: common.Config) -> dict[str, Any]:

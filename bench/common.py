@@ -886,3 +886,15 @@ def status(ok: bool | None) -> str:
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def scenario_result(stack: Any, ex0: dict[str, Any], samples: dict[str, Any], runs: dict[str, list[Any]],
+                    **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """What every Celery-side scenario reports: its parameters, executions, summaries, commands and CPU."""
+    return {
+        **extra,
+        "executed": executed_delta(ex0, executed(stack)),
+        **{k: v.summaries() for k, v in samples.items()},
+        "cmdstats": {k: merge_cmdstats([r["cmd"] for r in v]) for k, v in runs.items()},
+        "cpu_ms_per_task": {k: cpu_per_task(v) for k, v in runs.items()},
+    }

@@ -42,15 +42,7 @@ def measure_celery(stack: common.Stack, cfg: common.Config) -> dict[str, Any]:
             runs[system].append(out)
             e2e = out["e2e_s"]
             common.log(f"layered {w}x{d} {system} rep {rep + 1}: e2e {e2e:.3f}s = {n / e2e:.0f} nodes/s")
-    return {
-        "width": w,
-        "depth": d,
-        "n": n,
-        "executed": common.executed_delta(ex0, common.executed(stack)),
-        **{k: v.summaries() for k, v in s.items()},
-        "cmdstats": {k: common.merge_cmdstats([r["cmd"] for r in v]) for k, v in runs.items()},
-        "cpu_ms_per_task": {k: common.cpu_per_task(v) for k, v in runs.items()},
-    }
+    return common.scenario_result(stack, ex0, s, runs, width=w, depth=d, n=n)
 
 
 def measure_dask(client: Any, cfg: common.Config) -> dict[str, Any]:
