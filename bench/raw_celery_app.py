@@ -1,9 +1,10 @@
 """The raw-Celery side of the benchmarks: a plain Celery app with chordflow's worker settings.
 
-The conf is copied key by key from ``workers/app.py:create_app`` (json only, acks late, reject on
-worker lost, prefetch multiplier 1, task events off, same visibility timeout), except that results
-are KEPT here (a Redis result backend, ``task_ignore_result=False``): raw Celery has no other place
-to keep them. The worker runs with the same flags as chordflow's (see bench/common.py):
+The conf is chordflow's own (``workers.app.celery_conf`` with default settings: json only, acks late,
+reject on worker lost, prefetch multiplier 1, same visibility timeout and restore sweep), with task
+events off as for chordflow's bench worker, its own queue, and results KEPT (a Redis result backend,
+``task_ignore_result=False``): raw Celery has no other place to keep them.
+The worker runs with the same flags as chordflow's (see bench/common.py):
 ``--without-gossip --without-mingle --without-heartbeat``, prefork, concurrency 2.
 
 The broker/backend URL comes from ``BENCH_RAW_URL`` (the worker) or :func:`configure` (the driver).
@@ -18,35 +19,21 @@ from typing import Any
 from celery import Celery, chain, chord, group
 
 RAW_QUEUE = "raw"  # bench.common.RAW_QUEUE (not imported: keep the worker's imports minimal)
-VISIBILITY_TIMEOUT_S = 3600  # chordflow's Settings.visibility_timeout_s default
 
 app = Celery("bench_raw", set_as_current=False)
 
 
 def configure(url: str) -> Celery:
-    app.conf.update(
-        broker_url=url,
-        result_backend=url,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        event_serializer="json",
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_acks_on_failure_or_timeout=True,
+    from orchestrator.settings import Settings
+    from workers.app import celery_conf
+
+    conf = celery_conf(Settings(), url)
+    conf.update(
         task_ignore_result=False,  # results kept (the one deliberate difference, see module doc)
         task_default_queue=RAW_QUEUE,
-        worker_prefetch_multiplier=1,
         worker_send_task_events=False,
-        task_send_sent_event=False,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        result_expires=3600,
-        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
+    app.conf.update(conf)
     return app
 
 
