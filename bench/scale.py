@@ -128,7 +128,7 @@ def _one(stack: common.Stack, width: int, depth: int) -> dict[str, Any]:
         from orchestrator.keys import run_keys
 
         key_bytes = 0
-        for key in run_keys(rep["run_id"]).ordered():
+        for key in run_keys(rep["run_id"]).per_run():
             key_bytes += int(r.memory_usage(key, samples=0) or 0)
         child.wait(30)
     finally:

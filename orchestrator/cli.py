@@ -176,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _backend(settings) as (client, stack):
         for warning in client.check_redis():
             err_console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
+        if stack is None:  # embedded workers are starting with this command; their tasks are ours
+            for problem in client.unroutable(plan):
+                err_console.print(f"[yellow]warning[/yellow]: {problem}", highlight=False, soft_wrap=True)
         run_id = client.submit(pipeline)
         if args.detach:
             console.print(run_id)
@@ -211,10 +214,40 @@ def _secret(url: str) -> Any:
     return SecretStr(url)
 
 
+class _StallHints:
+    """While a run waits, say once per reason why queued work is not being taken (no silent wait)."""
+
+    def __init__(self, client: Any, embedded: bool, printer: Any) -> None:
+        self.client = client
+        self.after_s = 15.0 if embedded else 3.0  # embedded workers need a moment to start
+        self.printer = printer
+        self.said: set[str] = set()
+        self.next_check = 0.0
+
+    def __call__(self, snap: Any) -> None:
+        if time.monotonic() < self.next_check or snap.finished:
+            return
+        self.next_check = time.monotonic() + 2.0
+        if not snap.states:  # a large run is watched by its counters only: look at its nodes now
+            snap = self.client.status(snap.run_id)
+        for hint in self.client.stalled(snap, self.after_s):
+            reason = hint.split(": ", 1)[-1]
+            if reason not in self.said:
+                self.said.add(reason)
+                self.printer(f"[yellow]waiting[/yellow]: {hint}")
+
+
 def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace, stack: Any) -> Any:
     detail = len(order) <= MAX_BARS
     if args.no_progress or not console.is_terminal and not os.environ.get("CHORDFLOW_FORCE_PROGRESS"):
-        return client.wait(run_id, timeout_s=args.timeout, on_update=lambda s: stack and stack.check(), detail=detail)
+        hints = _StallHints(client, stack is not None, lambda m: err_console.print(m, highlight=False, soft_wrap=True))
+
+        def plain_update(snap: Any) -> None:
+            if stack is not None:
+                stack.check()
+            hints(snap)
+
+        return client.wait(run_id, timeout_s=args.timeout, on_update=plain_update, detail=detail)
 
     progress = Progress(
         TextColumn("{task.description:<28}"),
@@ -226,6 +259,7 @@ def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace,
         transient=False,
     )
     bars: dict[str, Any] = {}
+    hints = _StallHints(client, stack is not None, lambda m: progress.console.print(m, highlight=False))
     with progress:
         if detail:
             for name in order:
@@ -236,6 +270,7 @@ def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace,
         def update(snap: Any) -> None:
             if stack is not None:
                 stack.check()
+            hints(snap)
             if not detail:
                 counts = snap.counts()
                 done = sum(counts.values())
@@ -338,7 +373,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"[{STATE_STYLE.get(snap.state, '')}]{snap.state}[/]",
             m.get("total", ""),
             _ts(m.get("created_at")),
-            _span(m.get("created_at"), m.get("finished_at")),
+            _span(m.get("created_at"), m.get("finished_at"), snap.now),
         )
     console.print(table)
     return ExitCode.OK
@@ -412,7 +447,7 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
     counts = ", ".join(f"{k}={v}" for k, v in sorted(snap.counts().items()))
     console.print(
         f"run {snap.run_id} [{STATE_STYLE.get(snap.state, '')}]{snap.state}[/] "
-        f"in {_span(snap.meta.get('created_at'), snap.meta.get('finished_at'))} ({counts})",
+        f"in {_span(snap.meta.get('created_at'), snap.meta.get('finished_at'), snap.now)} ({counts})",
         highlight=False,
     )
     root = settings.artifact_root
@@ -442,7 +477,7 @@ def _duration(snap: Any, node: str) -> float | None:
     if start and end:
         return float(end) - float(start)
     if start:
-        return time.time() - float(start)
+        return max(0.0, snap.now - float(start))  # Redis time: this host's clock may be off
     return None
 
 
@@ -454,10 +489,11 @@ def _ts(epoch: str | None) -> str:
     return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else ""
 
 
-def _span(start: str | None, end: str | None) -> str:
+def _span(start: str | None, end: str | None, now: float) -> str:
+    """From start to end, or to ``now`` (Redis time) while running; all three stamped by Redis."""
     if not start:
         return ""
-    return _fmt_s((float(end) if end else time.time()) - float(start))
+    return _fmt_s(max(0.0, (float(end) if end else now) - float(start)))
 
 
 if __name__ == "__main__":

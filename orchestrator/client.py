@@ -24,7 +24,10 @@ from orchestrator.errors import (
     RunNotFinished,
     RunNotFound,
     RunStateLost,
+    Unroutable,
 )
+from orchestrator.fleet import Fleet, unroutable
+from orchestrator.keys import run_keys
 from orchestrator.model import Pipeline
 from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.settings import Settings
@@ -63,6 +66,7 @@ class Client:
         self.app = create_app(settings)
         self.warnings: list[str] = []
         self._checked = False
+        self.fleet = Fleet(self.store.r)
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -91,15 +95,20 @@ class Client:
         Raises:
             PipelineInvalid: before anything is written.
             RedisUnavailable: Redis unreachable or refused the write (nothing half-created is left).
+            Unroutable: ``refuse_unroutable`` is set and no live worker can take some task.
         """
         if params:
             pipeline = pipeline.with_params(params)
         plan = self.plan(pipeline)
         self.check_redis()
+        if self.settings.refuse_unroutable:
+            problems = self.unroutable(plan)
+            if problems:
+                raise Unroutable("nothing was submitted: " + "; ".join(problems))
         run_id = self.store.reserve_run_id()
         self.store.create_run(
             run_id,
-            meta={"pipeline": plan.pipeline, "source": pipeline.source or "", "created_at": f"{time.time():.6f}"},
+            meta={"pipeline": plan.pipeline, "source": pipeline.source or ""},
             records=node_records(self.app, run_id, plan),
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
@@ -122,6 +131,30 @@ class Client:
         except redis.RedisError:
             pass
         raise RedisUnavailable(f"run {run_id} was created but its first tasks could not be queued: {last}")
+
+    @_redis_errors
+    def unroutable(self, plan: ExecutionPlan) -> list[str]:
+        """Why some of the plan's tasks cannot start now: no live worker consumes their queue or knows them."""
+        needs = {(n.task, n.queue) for n in plan.nodes.values()}
+        return unroutable(needs, self.fleet.live(self.settings.lease_s))
+
+    @_redis_errors
+    def stalled(self, snap: RunSnapshot, after_s: float = 3.0) -> list[str]:
+        """For nodes queued longer than ``after_s`` (Redis time): why no live worker takes them, if none can.
+
+        Reads each waiting node's record (task, queue) and the worker registry; empty when every waiting
+        node has a live worker that could take it (it is merely behind other work).
+        """
+        waiting = [
+            n for n, st in snap.states.items()
+            if st == "queued" and snap.now - float(snap.times.get(f"{n}:queued", snap.now)) >= after_s
+        ]  # fmt: skip
+        if not waiting:
+            return []
+        records = self.store.r.hmget(run_keys(snap.run_id).nodes, waiting[:200])
+        needs = {(r["task"], r["q"]) for r in (json.loads(x) for x in records if x)}
+        oldest = max(snap.now - float(snap.times.get(f"{n}:queued", snap.now)) for n in waiting)
+        return [f"queued {oldest:.0f} s: {p}" for p in unroutable(needs, self.fleet.live(self.settings.lease_s))]
 
     @_redis_errors
     def status(self, run_id: str, detail: bool = True) -> RunSnapshot:

@@ -71,3 +71,7 @@ class RunNotFinished(ChordflowError):
 
 class EmbeddedStartError(ChordflowError):
     """The private Redis server or local workers did not start."""
+
+
+class Unroutable(ChordflowError):
+    """No live worker consumes a task's queue or has the task registered (with ``refuse_unroutable``)."""

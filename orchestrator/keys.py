@@ -10,6 +10,11 @@ key                                       type    content
 chordflow:runs                            zset    run_id -> created epoch seconds (recent runs)
 chordflow:active                          set     run ids not yet finished (what the lease reaper scans)
 chordflow:reaper-lock                     string  held by the one worker reaping this interval (PX)
+chordflow:due                             zset    "<rid>|<node>" -> epoch ms (Redis TIME) a retry or re-check is due
+chordflow:wake                            pubsub  published when something becomes due (wakes the schedulers)
+chordflow:workers                         hash    worker instance -> JSON announcement (name, host, pid, queues,
+                                                  tasks, task modules, delivery tags it holds)
+chordflow:workers:seen                    zset    worker instance -> epoch ms (Redis TIME) of its last announcement
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
                                                   cancel_requested, ttl_s, params
@@ -43,6 +48,16 @@ PREFIX = "chordflow"
 RUNS_INDEX = f"{PREFIX}:runs"
 ACTIVE_RUNS = f"{PREFIX}:active"
 REAPER_LOCK = f"{PREFIX}:reaper-lock"
+DUE = f"{PREFIX}:due"
+WAKE_CHANNEL = f"{PREFIX}:wake"
+WORKERS = f"{PREFIX}:workers"
+WORKERS_SEEN = f"{PREFIX}:workers:seen"
+KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message, exchange, routing key]
+
+
+def due_member(run_id: str, node: str) -> str:
+    """Member of :data:`DUE` for one node (the ledger builds the same string)."""
+    return f"{run_id}|{node}"
 
 
 @dataclass(frozen=True)
@@ -66,15 +81,16 @@ class RunKeys:
     task_ids: str
     lost: str
     waiting: str
-    active_runs: str  #: global, not per run; always last (the ledger never expires it)
+    active_runs: str  #: global, not per run (the ledger never expires the global keys)
+    due: str  #: global: retries and re-checks by due time; always last
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
         return [getattr(self, f.name) for f in fields(self)]
 
     def per_run(self) -> list[str]:
-        """The keys owned by this run (everything but the global index)."""
-        return self.ordered()[:-1]
+        """The keys owned by this run (everything but the two global keys at the end)."""
+        return self.ordered()[:-2]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -100,4 +116,5 @@ def run_keys(run_id: str) -> RunKeys:
         lost=f"{base}:lost",
         waiting=f"{base}:waiting",
         active_runs=ACTIVE_RUNS,
+        due=DUE,
     )

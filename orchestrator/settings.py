@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     progress_interval_s: float = Field(0.5, ge=0, description="minimum time between two progress writes")
     task_events: bool = Field(True, description="send Celery task events (what Flower shows)")
+    refuse_unroutable: bool = Field(
+        False, description="refuse a submit when no live worker consumes a task's queue or knows the task"
+    )
     max_result_bytes: int = Field(1_000_000, ge=1, description="largest result kept in Redis (JSON bytes)")
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
     log_level: str = "INFO"

@@ -12,7 +12,6 @@ import functools
 import json
 import re
 import secrets
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,16 @@ from orchestrator import keys
 from orchestrator.errors import RedisUnavailable, RunNotFound
 from orchestrator.states import TERMINAL_RUN_STATES
 
+_DUE_LUA = """
+-- due(limit): members of the due index whose time (Redis TIME) has come, and ms until the next one
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
+return {due, wait}
+"""
 HASH_CHUNK = 5000  #: fields per HSET, keeps single commands small
 DISPATCH_CHUNK = 1000  #: roots per ledger call, keeps Redis responsive
 
@@ -84,6 +93,7 @@ class RunSnapshot:
     hosts: dict[str, str] = field(default_factory=dict)
     progress: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    now: float = 0.0  #: Redis time when the snapshot was taken (durations of unfinished work use it)
 
     @property
     def state(self) -> str:
@@ -105,13 +115,14 @@ class RunStore:
         self.ttl_s = ttl_s
         source = resources.files("orchestrator").joinpath("lua/ledger.lua").read_text(encoding="utf-8")
         self._ledger = self.r.register_script(source)
+        self._due_script = self.r.register_script(_DUE_LUA)
 
     # -- creation ---------------------------------------------------------------------------
 
     def reserve_run_id(self) -> str:
         """Reserve a fresh run id atomically (HSETNX), retrying on the rare collision."""
         for _ in range(20):
-            run_id = new_run_id()
+            run_id = new_run_id(datetime.fromtimestamp(self.now(), UTC))  # Redis time: ids sort across hosts
             meta = keys.run_keys(run_id).meta
             if self.r.hsetnx(meta, "run_id", run_id):
                 self.r.expire(meta, 3600)  # an abandoned reservation goes away; create_run persists it
@@ -128,6 +139,7 @@ class RunStore:
     ) -> None:
         """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing)."""
         k = keys.run_keys(run_id)
+        created = self.now()  # Redis time, not this host's clock: spans and ages agree across hosts
         pipe = self.r.pipeline(transaction=True)
         for chunk in _chunks(records.items()):
             pipe.hset(k.nodes, mapping=dict(chunk))
@@ -141,13 +153,14 @@ class RunStore:
             mapping={
                 **{key: (v if isinstance(v, str) else json.dumps(v)) for key, v in meta.items()},
                 "state": "pending",
+                "created_at": f"{created:.6f}",
                 "total": len(records),
                 "remaining": len(records),
                 "dispatched": 0,
                 "ttl_s": self.ttl_s,
             },
         )
-        pipe.zadd(keys.RUNS_INDEX, {run_id: time.time()})
+        pipe.zadd(keys.RUNS_INDEX, {run_id: created})
         pipe.sadd(keys.ACTIVE_RUNS, run_id)
         pipe.persist(k.meta)  # a run's keys never expire while it is active; the TTL starts when it ends
         try:
@@ -205,17 +218,36 @@ class RunStore:
     def fail(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
         return str(self._call(run_id, "fail", node, token, error_json, log_line)[0])
 
-    def defer(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
-        return str(self._call(run_id, "defer", node, token, error_json, log_line)[0])
+    def defer(self, run_id: str, node: str, token: str, error_json: str, log_line: str, wait_s: float) -> str:
+        """This attempt failed; the next is due in ``wait_s`` by Redis time (woken by a worker's scheduler)."""
+        return str(self._call(run_id, "defer", node, token, error_json, log_line, int(wait_s * 1000))[0])
 
     def lost(
         self, run_id: str, node: str, task_id: str, reason: str, error_json: str, log_line: str,
-        max_lost: int, retry: bool,
+        max_lost: int, retry_wait_s: float | None,
     ) -> str:  # fmt: skip
         """An attempt died without settling (worker lost, hard timeout): requeue, retry or fail it."""
-        return str(
-            self._call(run_id, "lost", node, task_id, reason, error_json, log_line, max_lost, "1" if retry else "0")[0]
-        )
+        wait_ms = -1 if retry_wait_s is None else int(retry_wait_s * 1000)
+        return str(self._call(run_id, "lost", node, task_id, reason, error_json, log_line, max_lost, wait_ms)[0])
+
+    def wake(self, run_id: str, node: str) -> str:
+        """A due retry: publish it at the front of its queue (idempotent; only one caller acts)."""
+        return str(self._call(run_id, "wake", node)[0])
+
+    def reject(self, run_id: str, node: str, error_json: str, log_line: str) -> str:
+        """Fail a queued node whose message reached a worker that does not know its task."""
+        return str(self._call(run_id, "reject", node, error_json, log_line)[0])
+
+    def due(self, limit: int = 200) -> tuple[list[tuple[str, str]], float | None]:
+        """Due (run_id, node) pairs by Redis time, and seconds until the next one (None: nothing scheduled)."""
+        members, next_ms = self._due_script(keys=[keys.DUE], args=[limit])
+        pairs = [tuple(m.split("|", 1)) for m in members]
+        return [(p[0], p[1]) for p in pairs if len(p) == 2], None if int(next_ms) < 0 else int(next_ms) / 1000
+
+    def now(self) -> float:
+        """Redis server time (epoch seconds): the one clock every host agrees on."""
+        sec, usec = self.r.time()
+        return sec + usec / 1e6
 
     def heartbeat(self, run_id: str, node: str, token: str, lease_ms: int) -> bool:
         """Extend a live attempt's lease; False if the attempt no longer owns the node."""
@@ -256,18 +288,20 @@ class RunStore:
     def snapshot(self, run_id: str, detail: bool = True) -> RunSnapshot:
         """Meta and, with ``detail``, per-node state/attempts/times/hosts/progress/errors (pipelined)."""
         k = keys.run_keys(check_run_id(run_id))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.time()
         if not detail:
-            meta = self.r.hgetall(k.meta)
+            pipe.hgetall(k.meta)
+            (sec, usec), meta = pipe.execute()
             if not meta:
                 raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
-            return RunSnapshot(run_id, meta)
-        pipe = self.r.pipeline(transaction=False)
+            return RunSnapshot(run_id, meta, now=sec + usec / 1e6)
         for key in (k.meta, k.state, k.attempts, k.times, k.hosts, k.progress, k.errors):
             pipe.hgetall(key)
-        meta, states, attempts, times, hosts, progress, errors = pipe.execute()
+        (sec, usec), meta, states, attempts, times, hosts, progress, errors = pipe.execute()
         if not meta:
             raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
-        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors)
+        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors, now=sec + usec / 1e6)
 
     def node_states(self, run_id: str) -> dict[str, str]:
         return self.r.hgetall(keys.run_keys(run_id).state)
@@ -281,9 +315,12 @@ class RunStore:
     def recent_runs(self, limit: int = 20) -> list[RunSnapshot]:
         ids = self.r.zrevrange(keys.RUNS_INDEX, 0, limit - 1)
         pipe = self.r.pipeline(transaction=False)
+        pipe.time()
         for run_id in ids:
             pipe.hgetall(keys.run_keys(run_id).meta)
-        return [RunSnapshot(rid, meta) for rid, meta in zip(ids, pipe.execute(), strict=True) if meta]
+        (sec, usec), *metas = pipe.execute()
+        now = sec + usec / 1e6
+        return [RunSnapshot(rid, meta, now=now) for rid, meta in zip(ids, metas, strict=True) if meta]
 
 
 @functools.lru_cache(maxsize=1024)

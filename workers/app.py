@@ -66,6 +66,7 @@ def create_app(settings: Settings, register: bool = False) -> Celery:
             register_task(app, spec, settings)
         _check_redis_at_start(settings)
         _start_reaper_with_worker(settings)
+        _report_unknown_tasks(settings)
     return app
 
 
@@ -89,7 +90,8 @@ def _check_redis_at_start(settings: Settings) -> None:
 
 
 def _start_reaper_with_worker(settings: Settings) -> None:
-    """Run the lease reaper in the worker's main process while it consumes; flush artifacts at exit."""
+    """Run the reaper, the liveness announcer and the due-time scheduler in the worker's main process
+    while it consumes; flush artifacts at exit."""
     from celery import signals
 
     from workers.artifact_writer import WRITER
@@ -98,17 +100,40 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     def _flush_artifacts(**_: Any) -> None:
         WRITER.flush()
 
+    from workers.liveness import Announcer
     from workers.reaper import Reaper
+    from workers.scheduler import DueScheduler
 
-    reaper = Reaper(settings)
+    threads: list[Any] = [Reaper(settings), DueScheduler(settings)]
 
     @signals.worker_ready.connect(weak=False)
-    def _start(**_: Any) -> None:
-        reaper.start()
+    def _start(sender: Any = None, **_: Any) -> None:
+        queues = [q.name for q in sender.task_consumer.queues] if sender is not None else list(settings.queues)
+        name = getattr(sender, "hostname", None) or "unknown"
+        announcer = Announcer(settings, name, queues, sorted(registered_tasks()))
+        threads.append(announcer)
+        for t in threads:
+            t.start()
 
     @signals.worker_shutdown.connect(weak=False)
     def _stop(**_: Any) -> None:
-        reaper.stop()
+        for t in threads:
+            t.stop()
+
+
+def _report_unknown_tasks(settings: Settings) -> None:
+    """A chordflow message for a task this worker does not know fails its node with the reason.
+
+    Celery itself logs "Received unregistered task" and drops the message, which left the run
+    waiting forever; here the ledger hears which task, which worker and its task modules.
+    """
+    from celery import signals
+
+    @signals.task_unknown.connect(weak=False)
+    def _unknown(sender: Any = None, message: Any = None, name: str = "", id: str = "", **_: Any) -> None:  # noqa: A002
+        from workers.unknown import fail_unknown_node
+
+        fail_unknown_node(settings, getattr(sender, "hostname", "") or "", message, name)
 
 
 def import_task_modules(names: list[str]) -> None:

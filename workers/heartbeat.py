@@ -41,6 +41,10 @@ class Heartbeat:
         with self._lock:
             self._attempts.pop((run_id, node), None)
 
+    def _still_tracked(self, run_id: str, node: str, token: str) -> bool:
+        with self._lock:
+            return self._attempts.get((run_id, node)) == token
+
     def _loop(self) -> None:
         stop = threading.Event()
         while not stop.wait(self.interval_s):
@@ -48,7 +52,9 @@ class Heartbeat:
                 attempts = list(self._attempts.items())
             for (run_id, node), token in attempts:
                 try:
-                    if not self.store.heartbeat(run_id, node, token, self.lease_ms):
+                    if not self.store.heartbeat(run_id, node, token, self.lease_ms) and self._still_tracked(
+                        run_id, node, token
+                    ):  # not a race with the attempt's own settle: the lease really went to another attempt
                         get_logger(run_id=run_id, task=node).warning("task.lease_lost")
                         self.untrack(run_id, node)
                 except redis.RedisError as exc:

@@ -10,6 +10,7 @@ each pipeline task is a thin adapter around :class:`NodeRunner`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from orchestrator import __version__
@@ -75,7 +76,7 @@ class NodeRunner:
             None if spec.result_type in (None, Any) or _is_model(spec.result_type) else TypeAdapter(spec.result_type)
         )
         self._lease_ms = int(settings.lease_s * 1000)
-        self._retry_cap_s = settings.visibility_timeout_s / 2
+        self._retry_cap_s = math.inf  # waits live in the ledger's due index: no broker timeout to stay under
         self._secret_fields = set(spec.secret_fields) | _secret_typed_fields(spec.config_model)
 
     def __call__(self, celery_task: Any, run_id: str, node: str) -> Any:
@@ -89,14 +90,15 @@ class NodeRunner:
         except redis.RedisError as exc:  # nothing was claimed: put the message back rather than ack it
             raise Reject(exc, requeue=True) from exc
         log = get_logger(run_id=run_id, task=node, attempt=claim.attempt, host=host)
-        if claim.status == "busy":
-            # Another live attempt holds the lease (a redelivered duplicate): look again when it must
-            # have ended, instead of dropping the message or running the task twice at once.
-            wait_s = min(claim.wait_ms / 1000 + 0.5, self._retry_cap_s)
-            log.info("task.duplicate_delivery", wait_s=round(wait_s, 3))
-            _reschedule(celery_task, wait_s)
         if claim.status != "run":
-            log.info("task.skipped", reason=claim.status, state=claim.state)
+            # A duplicate or stale message: another live attempt holds the lease ("busy": if its worker
+            # dies, the lease expires and the reaper dispatches the node again), or the node is settled,
+            # cancelled or not due. Nothing to run, and the rest of its Celery chain must not be published.
+            celery_task.request.chain = None
+            if claim.status == "busy":
+                log.info("task.duplicate_delivery", lease_left_s=round(claim.wait_ms / 1000, 3))
+            else:
+                log.info("task.skipped", reason=claim.status, state=claim.state)
             return None
         ctx = WorkerContext(
             store,
@@ -135,6 +137,7 @@ class NodeRunner:
             except UnsafePath as exc:
                 error = self._on_error(celery_task, store, claim, ctx, PermanentError(str(exc)), duration, token)
                 raise TaskFailed(f"{error['type']}: {error['message']}") from None
+        heartbeat_for(self.settings).untrack(run_id, node)  # settling now: a renewal racing it is not a lost lease
         outcome = store.succeed(
             run_id, node, token, result_json, self._log_line(node, claim.attempt, "succeeded", duration, host)
         )
@@ -192,6 +195,7 @@ class NodeRunner:
         """Record a failed attempt: retry (raises Celery's Retry) or fail; returns the scrubbed error."""
         run_id, node, attempt = ctx.run_id, ctx.node, claim.attempt
         host = celery_task.request.hostname or socket.gethostname()
+        heartbeat_for(self.settings).untrack(run_id, node)  # settling now (see _attempt)
         reason = "timeout" if isinstance(exc, SoftTimeLimitExceeded) else "exception"
         secrets = secret_values(claim.record.get("params") or {}, self._secret_fields)
         error = {
@@ -204,10 +208,12 @@ class NodeRunner:
         wait_s = next_wait(self.spec.retry, attempt, exc, self._retry_cap_s)
         line = self._log_line(node, attempt, "retrying" if wait_s is not None else "failed", duration, host, error)
         if wait_s is not None:
-            if store.defer(run_id, node, token, json.dumps(error), line) != "ok":
+            if store.defer(run_id, node, token, json.dumps(error), line, wait_s) != "ok":
                 return error  # no longer ours: another attempt owns the node
             ctx.log.warning("task.retrying", error=error["type"], message=error["message"], wait_s=round(wait_s, 3))
-            _reschedule(celery_task, wait_s, exc)
+            # The next attempt is due in the ledger (Redis time); this message is done. Celery and Flower
+            # see RETRY with the scrubbed error; no new message is published here.
+            raise Retry(exc=TaskFailed(f"{error['type']}: {error['message']}"), when=round(wait_s, 3)) from None
         if store.fail(run_id, node, token, json.dumps(error), line) != "ok":
             return error
         self._write_error_report(claim, ctx, error, host)
@@ -222,7 +228,7 @@ class NodeRunner:
             "task_name": self.spec.name,
             "attempt": claim.attempt,
             "host": host,
-            "at": datetime.now(UTC).isoformat(),
+            "at": _redis_time_iso(store_for(self.settings)),
             "error": error,
             "input_sample": redact(
                 {
@@ -254,15 +260,15 @@ class NodeRunner:
         error = {"type": "TimeLimitExceeded" if reason == "timeout" else "WorkerLostError", "message": message,
                  "reason": reason, "traceback": []}  # fmt: skip
         attempt = 0
-        retry = False
+        retry_wait_s = None
         if reason == "timeout":
             attempts = store.r.hget(store_keys(run_id).attempts, node)
             attempt = int(attempts or 0)
-            retry = next_wait(self.spec.retry, attempt, TimeoutError(message), self._retry_cap_s) is not None
-        line = json.dumps({"task": node, "attempt": attempt, "outcome": reason, "host": host, "at": time.time(),
+            retry_wait_s = next_wait(self.spec.retry, attempt, TimeoutError(message), self._retry_cap_s)
+        line = json.dumps({"task": node, "attempt": attempt, "outcome": reason, "host": host,
                            "error": error["type"], "message": message[:300]})  # fmt: skip
         outcome = store.lost(
-            run_id, node, task_id, reason, json.dumps(error), line, self.settings.max_worker_lost, retry
+            run_id, node, task_id, reason, json.dumps(error), line, self.settings.max_worker_lost, retry_wait_s
         )
         get_logger(run_id=run_id, task=node, host=host).warning("task.lost", reason=reason, outcome=outcome)
         return outcome
@@ -309,19 +315,18 @@ class NodeRunner:
             "outcome": outcome,
             "duration_s": round(duration, 6),
             "host": host,
-            "at": time.time(),
-        }
+        }  # the ledger adds "at" (Redis time)
         if error is not None:
             line.update(error=error["type"], message=error["message"][:300])
         return json.dumps(line)
 
 
-def _reschedule(celery_task: Any, countdown_s: float, exc: BaseException | None = None) -> None:
-    """Celery retry with a countdown; if publishing it fails, requeue this message instead of losing it."""
+def _redis_time_iso(store: RunStore) -> str:
+    """Now by Redis TIME (every host agrees), ISO 8601 UTC; the local clock only if Redis is away."""
     try:
-        raise celery_task.retry(countdown=countdown_s, max_retries=None, exc=exc)
-    except Reject as rejected:  # Celery could not publish the retry and would drop the message
-        raise Reject(rejected.reason, requeue=True) from None
+        return datetime.fromtimestamp(store.now(), UTC).isoformat()
+    except redis.RedisError:
+        return datetime.now(UTC).isoformat()
 
 
 class TaskFailed(Exception):

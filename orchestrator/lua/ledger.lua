@@ -3,7 +3,8 @@
 -- KEYS (orchestrator/keys.py RunKeys.ordered()):
 --   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
---   16 lost  17 waiting  18 active runs (global set; never expired here)
+--   16 lost  17 waiting  18 active runs (global set)  19 due (global zset)
+--   The two global keys are never expired here; N_RUN_KEYS are the run's own.
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
 -- Settling a node (succeeded/failed/...) is write-once: a second settle of a
@@ -11,11 +12,18 @@
 -- children twice. Releasing a child decrements its counter of unsettled
 -- parents; at zero the child is dispatched (LPUSH of a Celery message built
 -- from the per-task template), marked upstream_failed, or cancelled.
+--
+-- Time is Redis TIME, never a host's clock: retries and re-checks wait in the
+-- global `due` zset (score = due epoch ms) until a worker's scheduler wakes
+-- them (op `wake`); work that is given back (reaped, retried when due) goes to
+-- the *front* of its queue (RPUSH: kombu consumes with BRPOP).
 
 local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
-local K_LOST, K_WAITING, K_ACTIVE = KEYS[16], KEYS[17], KEYS[18]
+local K_LOST, K_WAITING, K_ACTIVE, K_DUE = KEYS[16], KEYS[17], KEYS[18], KEYS[19]
+local N_RUN_KEYS = 17
+local WAKE_CHANNEL = 'chordflow:wake'
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
 local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}
@@ -44,7 +52,7 @@ local function finalize_run()
   end
   redis.call('HSET', K_META, 'state', st, 'finished_at', NOW_S)
   local ttl = tonumber(redis.call('HGET', K_META, 'ttl_s') or '604800')
-  for i = 1, #KEYS - 1 do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 1, N_RUN_KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
   redis.call('SREM', K_ACTIVE, RUN_ID)
 end
 
@@ -58,7 +66,8 @@ local function finish(node, state)
   if redis.call('HINCRBY', K_META, 'remaining', -1) == 0 then finalize_run() end
 end
 
-local function dispatch(node)
+-- publish the node's Celery message; `front` puts it at the head of the queue (given-back work)
+local function dispatch(node, front)
   local s = spec(node)
   local tmpl = redis.call('HGET', K_TEMPLATES, s.task)
   local n = redis.call('HINCRBY', K_META, 'dispatched', 1)
@@ -67,7 +76,7 @@ local function dispatch(node)
     .. (s.chain or 'null') .. ',"chord":null}]'
   -- one pass over the template; a table replacement inserts values literally (no % escapes)
   local msg = string.gsub(tmpl, '@@(%u+)@@', {BODY = cjson.encode(body), ID = tid, NODE = node, RUN = RUN_ID})
-  redis.call('LPUSH', s.q, msg)
+  redis.call(front and 'RPUSH' or 'LPUSH', s.q, msg)
   redis.call('HSET', K_STATE, node, 'queued')
   redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
   redis.call('ZADD', K_WAITING, NOW_MS, node)
@@ -111,6 +120,21 @@ local function propagate(node, ok)
       end
     end
   end
+end
+
+-- the attempt log's "at" is Redis time: the worker sends the line without it
+local function stamped(line)
+  if string.sub(line, -1) == '}' then return string.sub(line, 1, -2) .. ',"at":' .. NOW_S .. '}' end
+  return line
+end
+
+local function due_member(node) return RUN_ID .. '|' .. node end
+
+-- schedule `node` to be woken in `wait_ms` (Redis time) and wake the schedulers
+local function schedule(node, wait_ms)
+  local at = NOW_MS + math.max(0, math.floor(wait_ms))
+  redis.call('ZADD', K_DUE, at, due_member(node))
+  redis.call('PUBLISH', WAKE_CHANNEL, at)
 end
 
 local function mark_running_run()
@@ -181,8 +205,8 @@ local function op_begin()
     if expiry and expiry > NOW_MS then return {'busy', st, expiry - NOW_MS} end
     -- the previous attempt's lease ran out: it was lost with its worker
     if count_lost(node, max_lost) then return {'done', 'failed'} end
-  elseif st ~= 'queued' and st ~= 'retrying' then
-    return {'not_ready', st}
+  elseif st ~= 'queued' then
+    return {'not_ready', st}  -- pending, or retrying (its due time has not come: the scheduler wakes it)
   end
   redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
   redis.call('HSET', K_STATE, node, 'running')
@@ -213,9 +237,13 @@ end
 local function op_succeed()
   local node, token, result, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local refused = settle_guard(node, token)
-  if refused then return refused end
+  if refused then
+    -- a re-sent call (its first reply was lost) finds its own result: that is success, not a duplicate
+    if refused[2] == 'succeeded' and redis.call('HGET', K_RESULTS, node) == result then return {'ok', 'succeeded'} end
+    return refused
+  end
   redis.call('HSET', K_RESULTS, node, result)
-  redis.call('RPUSH', K_LOG, line)
+  redis.call('RPUSH', K_LOG, stamped(line))
   finish(node, 'succeeded')
   propagate(node, true)
   return {'ok', 'succeeded'}
@@ -225,17 +253,22 @@ end
 local function op_fail()
   local node, token, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local refused = settle_guard(node, token)
-  if refused then return refused end
+  if refused then
+    if refused[2] == 'failed' and redis.call('HGET', K_ERRORS, node) == err then return {'ok', 'failed'} end
+    return refused
+  end
   redis.call('HSET', K_ERRORS, node, err)
-  redis.call('RPUSH', K_LOG, line)
+  redis.call('RPUSH', K_LOG, stamped(line))
   finish(node, 'failed')
   propagate(node, false)
   return {'ok', 'failed'}
 end
 
--- defer(node, token, error_json, log_line): this attempt failed, another one is scheduled
+-- defer(node, token, error_json, log_line, wait_ms): this attempt failed; the next one is due in
+-- wait_ms by Redis time (the `due` index, woken by any worker's scheduler: no ETA message held by
+-- one worker, no host clock)
 local function op_defer()
-  local node, token, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local node, token, err, line, wait_ms = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
   if redis.call('HGET', K_STATE, node) == 'retrying' and owns(node, token) then
     return {'ok', 'retrying'}  -- the same call, re-sent after a lost reply
   end
@@ -244,20 +277,21 @@ local function op_defer()
   redis.call('HSET', K_STATE, node, 'retrying')
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('HSET', K_LEASES, node, token .. '|0')  -- expired, but remembers who deferred
-  redis.call('ZADD', K_WAITING, NOW_MS, node)
-  redis.call('RPUSH', K_LOG, line)
+  redis.call('RPUSH', K_LOG, stamped(line))
+  schedule(node, wait_ms)
   return {'ok', 'retrying'}
 end
 
--- lost(node, task_id, reason, error_json, log_line, max_lost, retry): the worker's main process saw the
--- attempt die (pool process lost: Celery requeues the message; hard time limit: the message is acked)
+-- lost(node, task_id, reason, error_json, log_line, max_lost, retry_wait_ms): the worker's main process
+-- saw the attempt die (pool process lost: Celery requeues the message; hard time limit: the message is
+-- acked). retry_wait_ms < 0: no retry left.
 local function op_lost()
   local node, task_id, reason, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-  local max_lost, retry = tonumber(ARGV[8]), ARGV[9] == '1'
+  local max_lost, retry_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
   local st = redis.call('HGET', K_STATE, node)
   if st ~= 'running' then return {'dup', st or ''} end
   if redis.call('HGET', K_TASK_IDS, node) ~= task_id then return {'stale', st} end
-  redis.call('RPUSH', K_LOG, line)
+  redis.call('RPUSH', K_LOG, stamped(line))
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('HDEL', K_LEASES, node)
   if reason == 'worker_lost' then
@@ -266,9 +300,10 @@ local function op_lost()
     redis.call('ZADD', K_WAITING, NOW_MS, node)
     return {'requeued', 'queued'}
   end
-  if retry then
-    dispatch(node)
-    return {'retrying', 'queued'}
+  if retry_wait >= 0 then
+    redis.call('HSET', K_STATE, node, 'retrying')
+    schedule(node, retry_wait)
+    return {'retrying', 'retrying'}
   end
   finish(node, 'failed')
   propagate(node, false)
@@ -292,8 +327,8 @@ local function op_reap()
   local n = 0
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - stale_ms)) do
     local st = redis.call('HGET', K_STATE, node)
-    if st == 'queued' or st == 'retrying' then
-      dispatch(node)
+    if st == 'queued' then
+      dispatch(node, true)
       n = n + 1
     else
       redis.call('ZREM', K_WAITING, node)
@@ -306,7 +341,7 @@ local function op_reap()
     if expiry and expiry <= NOW_MS and redis.call('HGET', K_STATE, node) == 'running' then
       redis.call('HDEL', K_LEASES, node)
       redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'lease_expired', at = NOW_S}))
-      if not count_lost(node, max_lost) then dispatch(node) end
+      if not count_lost(node, max_lost) then dispatch(node, true) end
       n = n + 1
     end
   end
@@ -348,10 +383,41 @@ local function op_retry()
   redis.call('HINCRBY', K_META, 'retries', 1)
   redis.call('HSET', K_META, 'state', 'running')
   redis.call('HDEL', K_META, 'finished_at', 'cancel_requested')
-  for i = 1, #KEYS - 1 do redis.call('PERSIST', KEYS[i]) end
+  for i = 1, N_RUN_KEYS do redis.call('PERSIST', KEYS[i]) end
   redis.call('SADD', K_ACTIVE, RUN_ID)
   for _, n in ipairs(ready) do dispatch(n) end
   return {'ok', tostring(#reset)}
+end
+
+-- wake(node): its due time came (a retry backoff ended): publish it at the front of its queue.
+-- Only the caller that removes the due entry acts, so concurrent schedulers wake it once.
+local function op_wake()
+  local node = ARGV[3]
+  if redis.call('ZREM', K_DUE, due_member(node)) == 0 then return {'gone', ''} end
+  local st = redis.call('HGET', K_STATE, node)
+  if st ~= 'retrying' then return {'skip', st or ''} end
+  if redis.call('HGET', K_META, 'cancel_requested') == '1' then
+    finish(node, 'cancelled')
+    propagate(node, false)
+    return {'cancelled', 'cancelled'}
+  end
+  dispatch(node, true)
+  return {'ok', 'queued'}
+end
+
+-- reject(node, error_json, log_line): a worker received this node's message but has no such task
+-- registered: fail the node now with the reason (never drop it silently). A node that is running
+-- elsewhere (a known copy holds the lease) is left alone.
+local function op_reject()
+  local node, err, line = ARGV[3], ARGV[4], ARGV[5]
+  local st = redis.call('HGET', K_STATE, node)
+  if st ~= 'queued' and st ~= 'retrying' then return {'skip', st or ''} end
+  redis.call('ZREM', K_DUE, due_member(node))
+  redis.call('HSET', K_ERRORS, node, err)
+  redis.call('RPUSH', K_LOG, stamped(line))
+  finish(node, 'failed')
+  propagate(node, false)
+  return {'ok', 'failed'}
 end
 
 -- cancel(): persistent flag; every unsettled node becomes cancelled now, so the run
@@ -366,6 +432,7 @@ local function op_cancel()
     local node, st = all[i], all[i + 1]
     if not TERMINAL[st] then
       if st == 'running' then out[#out + 1] = redis.call('HGET', K_TASK_IDS, node) or '' end
+      if st == 'retrying' then redis.call('ZREM', K_DUE, due_member(node)) end
       finish(node, 'cancelled')
     end
   end
@@ -382,5 +449,7 @@ elseif OP == 'lost' then return op_lost()
 elseif OP == 'reap' then return op_reap()
 elseif OP == 'heartbeat' then return op_heartbeat()
 elseif OP == 'retry' then return op_retry()
+elseif OP == 'wake' then return op_wake()
+elseif OP == 'reject' then return op_reject()
 end
 return redis.error_reply('chordflow ledger: unknown operation ' .. tostring(OP))

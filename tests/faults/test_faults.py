@@ -286,10 +286,10 @@ def test_resent_begin_and_defer_are_idempotent(client: Client, redis_client: red
     first = client.store.begin(run_id, "x", "h", 60_000, "tok", "t")
     again = client.store.begin(run_id, "x", "h", 60_000, "tok", "t")
     assert first.status == again.status == "run" and first.attempt == again.attempt == 1
-    assert client.store.defer(run_id, "x", "tok", "{}", "{}") == "ok"
-    assert client.store.defer(run_id, "x", "tok", "{}", "{}") == "ok"  # re-sent: still ours, still ok
+    assert client.store.defer(run_id, "x", "tok", "{}", "{}", 60) == "ok"
+    assert client.store.defer(run_id, "x", "tok", "{}", "{}", 60) == "ok"  # re-sent: still ours, still ok
     assert client.status(run_id).states["x"] == "retrying" and client.status(run_id).attempts["x"] == "1"
-    assert client.store.defer(run_id, "x", "other", "{}", "{}") == "stale"
+    assert client.store.defer(run_id, "x", "other", "{}", "{}", 60) == "stale"
 
 
 def test_reaper_redispatches_a_node_whose_message_was_lost(client: Client, redis_client: redis.Redis) -> None:
