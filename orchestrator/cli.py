@@ -452,6 +452,11 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
     )
     root = settings.artifact_root
     console.print(f"outputs: {root}/<task>/v<version>/{snap.run_id}/", highlight=False)
+    failed = [n for n in order if snap.states.get(n) == "failed" and n in snap.errors]
+    for name in failed[:5]:  # the reason in full: the table cell is cut
+        e = json.loads(snap.errors[name])
+        err_console.print(f"[red]{name}[/red]: {e.get('type')}: {e.get('message', '')}", highlight=False,
+                          markup=True, soft_wrap=True)  # fmt: skip
     if any(s == "failed" for s in snap.states.values()):
         console.print(
             f"error reports: {root / 'errors' / snap.run_id}/  (and {root / 'failed_tasks.log'})", highlight=False

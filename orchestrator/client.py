@@ -136,7 +136,7 @@ class Client:
     def unroutable(self, plan: ExecutionPlan) -> list[str]:
         """Why some of the plan's tasks cannot start now: no live worker consumes their queue or knows them."""
         needs = {(n.task, n.queue) for n in plan.nodes.values()}
-        return unroutable(needs, self.fleet.live(self.settings.lease_s))
+        return unroutable(needs, self.fleet.live())
 
     @_redis_errors
     def stalled(self, snap: RunSnapshot, after_s: float = 3.0) -> list[str]:
@@ -154,7 +154,7 @@ class Client:
         records = self.store.r.hmget(run_keys(snap.run_id).nodes, waiting[:200])
         needs = {(r["task"], r["q"]) for r in (json.loads(x) for x in records if x)}
         oldest = max(snap.now - float(snap.times.get(f"{n}:queued", snap.now)) for n in waiting)
-        return [f"queued {oldest:.0f} s: {p}" for p in unroutable(needs, self.fleet.live(self.settings.lease_s))]
+        return [f"queued {oldest:.0f} s: {p}" for p in unroutable(needs, self.fleet.live())]
 
     @_redis_errors
     def status(self, run_id: str, detail: bool = True) -> RunSnapshot:

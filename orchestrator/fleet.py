@@ -19,21 +19,19 @@ import redis
 from orchestrator import keys
 
 _ANNOUNCE_LUA = """
--- announce(name, record_json): store the record and the Redis-time it was seen
+-- announce(instance, record_json, ttl_ms): store the record; it is live until now + ttl_ms (Redis time)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 return now
 """
 
 _LIVE_LUA = """
--- split(ttl_ms): names seen within ttl_ms (live) and the others (silent), by Redis time
+-- split(): instances whose announcement has not expired (live) and the others (silent), by Redis time
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-return {redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf'),
-        redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))}
+return {redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf'), redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)}
 """
 
 
@@ -71,8 +69,9 @@ class Fleet:
         self._announce = client.register_script(_ANNOUNCE_LUA)
         self._split = client.register_script(_LIVE_LUA)
 
-    def announce(self, info: WorkerInfo) -> None:
-        self._announce(keys=[keys.WORKERS, keys.WORKERS_SEEN], args=[info.instance, info.to_json()])
+    def announce(self, info: WorkerInfo, ttl_s: float) -> None:
+        """Live for ``ttl_s`` from now (each worker's own lease: a fleet with mixed settings stays right)."""
+        self._announce(keys=[keys.WORKERS, keys.WORKERS_SEEN], args=[info.instance, info.to_json(), int(ttl_s * 1000)])
 
     def forget(self, instance: str) -> None:
         """A worker that stops cleanly leaves the registry (its unstarted messages go back by kombu)."""
@@ -81,16 +80,16 @@ class Fleet:
         pipe.zrem(keys.WORKERS_SEEN, instance)
         pipe.execute()
 
-    def split(self, ttl_s: float) -> tuple[list[WorkerInfo], list[WorkerInfo]]:
-        """(live, silent) workers: silent ones have not announced within ``ttl_s`` (Redis time)."""
-        live, silent = self._split(keys=[keys.WORKERS_SEEN], args=[int(ttl_s * 1000)])
+    def split(self) -> tuple[list[WorkerInfo], list[WorkerInfo]]:
+        """(live, silent) workers: silent ones let their announcement expire (Redis time)."""
+        live, silent = self._split(keys=[keys.WORKERS_SEEN])
         names = list(live) + list(silent)
         records = self.r.hmget(keys.WORKERS, names) if names else []
         infos = [WorkerInfo.from_json(n, raw) for n, raw in zip(names, records, strict=True)]
         return infos[: len(live)], infos[len(live) :]
 
-    def live(self, ttl_s: float) -> list[WorkerInfo]:
-        return self.split(ttl_s)[0]
+    def live(self) -> list[WorkerInfo]:
+        return self.split()[0]
 
 
 def unroutable(needs: set[tuple[str, str]], live: list[WorkerInfo]) -> list[str]:

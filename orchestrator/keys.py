@@ -14,7 +14,8 @@ chordflow:due                             zset    "<rid>|<node>" -> epoch ms (Re
 chordflow:wake                            pubsub  published when something becomes due (wakes the schedulers)
 chordflow:workers                         hash    worker instance -> JSON announcement (name, host, pid, queues,
                                                   tasks, task modules, delivery tags it holds)
-chordflow:workers:seen                    zset    worker instance -> epoch ms (Redis TIME) of its last announcement
+chordflow:workers:seen                    zset    worker instance -> epoch ms (Redis TIME) its announcement expires
+chordflow:unacked-seen                    hash    kombu delivery tag -> epoch ms the reaper first saw it unacked
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
                                                   cancel_requested, ttl_s, params
@@ -52,6 +53,7 @@ DUE = f"{PREFIX}:due"
 WAKE_CHANNEL = f"{PREFIX}:wake"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_SEEN = f"{PREFIX}:workers:seen"
+UNACKED_SEEN = f"{PREFIX}:unacked-seen"
 KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message, exchange, routing key]
 
 

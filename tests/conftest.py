@@ -26,6 +26,17 @@ TEST_TASK_MODULES = "tasks,tests.pipelines"
 TEST_PREFIXES = "tasks.,tests."
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Fault figures are kept only from tests whose call phase passed (tests/fault_report.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        from tests.fault_report import settle
+
+        settle(report.passed)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()

@@ -29,9 +29,12 @@ def _r() -> redis.Redis:
 
 
 def _record(ctx: TaskContext, phase: str) -> None:
-    _r().xadd(
+    """One probe event, stamped with Redis TIME (a worker's own clock may be shifted on purpose)."""
+    r = _r()
+    sec, usec = r.time()
+    r.xadd(
         probe_stream(ctx.run_id),
-        {"task": ctx.node, "attempt": ctx.attempt, "pid": os.getpid(), "phase": phase, "at": time.time()},
+        {"task": ctx.node, "attempt": ctx.attempt, "pid": os.getpid(), "phase": phase, "at": sec + usec / 1e6},
     )
 
 
@@ -44,6 +47,57 @@ class BlockConfig(BaseModel):
 @task(name="faults.block", queue=QUEUE, timeout=TimeoutPolicy(soft_s=8, hard_s=9))
 def block(config: BlockConfig, ctx: TaskContext, **upstream: Any) -> dict[str, Any]:
     """Starts, waits for ``flag`` (if any) and ``seconds``, ends."""
+    return _block(config, ctx)
+
+
+@task(name="faults.block_pf", queue="faults-pf", timeout=TimeoutPolicy(soft_s=20, hard_s=21))
+def block_pf(config: BlockConfig, ctx: TaskContext) -> dict[str, Any]:
+    """``block`` on queue ``faults-pf`` (the prefetch scenario's own workers)."""
+    return _block(config, ctx)
+
+
+@task(name="faults.block_bk", queue="faults-bk", timeout=TimeoutPolicy(soft_s=20, hard_s=21))
+def block_bk(config: BlockConfig, ctx: TaskContext) -> dict[str, Any]:
+    """``block`` on queue ``faults-bk`` (the backlog scenario's own workers)."""
+    return _block(config, ctx)
+
+
+@task(name="faults.noop_bk", queue="faults-bk")
+def noop_bk() -> None:
+    """Backlog filler on queue ``faults-bk``."""
+
+
+class FlakyConfig(BaseModel):
+    fail_times: int = 1  #: attempts that raise before one succeeds
+    flag: str = ""  #: the failing attempts wait for this key first (so a kill can be aimed)
+
+
+def _flaky(config: FlakyConfig, ctx: TaskContext) -> dict[str, Any]:
+    _record(ctx, "start")
+    r = _r()
+    while config.flag and not r.exists(config.flag):
+        time.sleep(0.02)
+    if ctx.attempt <= config.fail_times:
+        _record(ctx, "fail")
+        raise ConnectionError(f"attempt {ctx.attempt} fails on purpose")
+    _record(ctx, "end")
+    return {"attempt": ctx.attempt}
+
+
+@task(name="faults.flaky", queue=QUEUE, retry=RetryPolicy(attempts=3, backoff_s=3, backoff_max_s=30, jitter_s=0))
+def flaky(config: FlakyConfig, ctx: TaskContext) -> dict[str, Any]:
+    """Fails its first ``fail_times`` attempts; waits 3 s, then 6 s, between attempts (no jitter)."""
+    return _flaky(config, ctx)
+
+
+@task(name="faults.flaky_clk", queue="faults-clk",
+      retry=RetryPolicy(attempts=3, backoff_s=4, backoff_max_s=30, jitter_s=0))  # fmt: skip
+def flaky_clk(config: FlakyConfig, ctx: TaskContext) -> dict[str, Any]:
+    """``flaky`` on queue ``faults-clk`` with 4 s then 8 s waits (the shifted-clock workers)."""
+    return _flaky(config, ctx)
+
+
+def _block(config: BlockConfig, ctx: TaskContext) -> dict[str, Any]:
     _record(ctx, "start")
     r = _r()
     deadline = time.monotonic() + config.timeout_s

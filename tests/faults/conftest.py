@@ -22,12 +22,16 @@ from tests.conftest import REPO
 from tests.fault_report import record
 from tests.fault_tasks import QUEUE, probe_stream
 
+LEASE_S = 1.5
+REAPER_S = 0.5
+#: The broker's visibility timeout is production's (1 h), far above every bound below: recovery must come
+#: from chordflow's leases, liveness and reaper, never from the broker redelivering after a timeout.
 FAULT_ENV = {
     "CHORDFLOW_TASK_MODULES": "tests.fault_tasks,tests.pipelines",
-    "CHORDFLOW_VISIBILITY_TIMEOUT_S": "10",
+    "CHORDFLOW_VISIBILITY_TIMEOUT_S": "3600",
     "CHORDFLOW_RESTORE_INTERVAL_S": "1",
-    "CHORDFLOW_LEASE_S": "1.5",
-    "CHORDFLOW_REAPER_INTERVAL_S": "0.5",
+    "CHORDFLOW_LEASE_S": str(LEASE_S),
+    "CHORDFLOW_REAPER_INTERVAL_S": str(REAPER_S),
     "CHORDFLOW_MAX_WORKER_LOST": "2",
     "CHORDFLOW_TASK_EVENTS": "false",
     "C_FORCE_ROOT": "1",
@@ -42,9 +46,11 @@ class FaultWorkers:
         self.artifact_root = artifact_root
         self.procs: dict[str, WorkerProcess] = {}
 
-    def start(self, name: str, concurrency: int = 1) -> WorkerProcess:
-        env = {**FAULT_ENV, "CHORDFLOW_ARTIFACT_ROOT": str(self.artifact_root)}
-        w = WorkerProcess(self.redis_server.url, f"{name}@%h", concurrency, [QUEUE],
+    def start(
+        self, name: str, concurrency: int = 1, queues: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        env = {**FAULT_ENV, "CHORDFLOW_ARTIFACT_ROOT": str(self.artifact_root), **(env or {})}
+        w = WorkerProcess(self.redis_server.url, f"{name}@%h", concurrency, queues or [QUEUE],
                           self.artifact_root / "logs" / f"{name}.log", extra_env=env, cwd=REPO).start()  # fmt: skip
         self.procs[name] = w
         self._wait_ready(w)

@@ -133,6 +133,7 @@ def test_15_worker_cut_off_past_its_lease(host_w1: Host, net_redis: RedisServer,
                       recover_s=round(float(starts[1]["at"]) - t_cut, 3),
                       w1_reconnect_s=round(time.monotonic() - t_heal, 3))  # fmt: skip
         assert fig["lost"] == 0 and fig["double_trigger"] == 0 and fig["extra_exec"] == 1
+        assert fig["recover_s"] < 15  # lease 1.5 s + reaper 0.5 s + w2 starting up; never the 1 h visibility timeout
     finally:
         host_w1.heal()
         w1.stop(grace_s=5)
@@ -153,4 +154,5 @@ def test_29_redis_refuses_a_host_without_the_password(host_w1: Host, net_redis: 
     without = ask("")
     assert "NOAUTH" in without or "Authentication required" in without, without
     assert "True" in ask(net_redis.password)
-    record({"scenario": "29 Redis without password from another host", "refused": True})
+    record({"scenario": "29 Redis without password from another host", "refused": "NOAUTH" in without
+            or "Authentication required" in without})  # fmt: skip

@@ -68,6 +68,7 @@ def test_10_redis_restart_with_aof_mid_run(stack) -> None:
                   workers_restarted=0 if worker.alive and worker.proc.pid == worker_pid else 1)  # fmt: skip
     assert snap.state == "succeeded", snap.states
     assert fig["lost"] == 0 and fig["double_trigger"] == 0 and fig["workers_restarted"] == 0
+    assert fig["recover_s"] is not None and fig["recover_s"] < 3 + 10  # 3 s of downtime + reconnect
 
 
 @pytest.mark.parametrize("stack", [False], indirect=True)
@@ -98,8 +99,8 @@ def test_11_redis_killed_without_persistence_is_detected_not_a_hang(stack) -> No
     assert "state_lost" in str(outcome[0])
     r.set(flag, 1)  # the orphaned task finishes; the worker must shrug it off and stay up
     time.sleep(1)
-    record({"scenario": "11 Redis SIGKILL without persistence", "hang": False, "detect_s": round(detect_s, 3),
-            "client_outcome": "state_lost"})  # fmt: skip
+    record({"scenario": "11 Redis SIGKILL without persistence", "detect_s": round(detect_s, 3),
+            "client_outcome": type(outcome[0]).__name__})  # fmt: skip
     assert detect_s < 15 and worker.alive
 
 
