@@ -34,6 +34,7 @@ MAX_DEPTH = 8
 MIN_SECRET = 4  #: shorter values are masked by path/type/name only, never searched for in free text
 SCAN_MARGIN = 4096  #: text scanned past a cut, so a credential straddling the cut is still found
 MAX_SECRET_MARGIN = 65536  #: at most this much more for long secret values
+URL_SCAN_CHARS = 65536  #: a param string's URL passwords are collected from its first 64 kB only
 ANY = "*"  #: path segment matching any dict key or list index
 
 _SECRET_TYPES = (SecretStr, SecretBytes, Secret)
@@ -209,7 +210,7 @@ class Masker:
         elif isinstance(v, str | bytes) and key and (any("" in n for n in nodes) or is_secret_key(key, self.names)):
             found |= _text_forms(v)
         elif isinstance(v, str) and "://" in v:
-            for pw in _url_passwords(v):
+            for pw in _url_passwords(v[:URL_SCAN_CHARS]):
                 found |= _text_forms(pw)
         elif isinstance(v, BaseModel):
             for k in type(v).model_fields:
