@@ -81,4 +81,5 @@ def big(config: BigConfig, ctx: TaskContext) -> None:
     """A no-op on a huge param; optionally fails with a huge message (both pass through redaction)."""
     ctx.log.info("big.start", size=len(config.blob), head=config.blob[:100])
     if config.fail_message_chars:
-        raise ValueError(("a://b:" + "x" * 7) * (config.fail_message_chars // 13))
+        half = config.fail_message_chars // 2
+        raise ValueError("x" * half + ("a://b:" + "x" * 7) * (half // 13))
