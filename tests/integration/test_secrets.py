@@ -299,3 +299,19 @@ def test_canary_secrets_appear_nowhere(
     assert run_id in files["artifacts/failed_tasks.log"]
     assert any(k.endswith(f"{run_id}/metadata.json") for k in files)
     assert "leaky" in cli[("status", run_id, "--json")].stdout and MASK in cli[("status", run_id, "--json")].stdout
+
+
+@pytest.mark.parametrize("form", ["u:{c}/x", "u:a/{c}", ":{c}", "{c}", "u:p w{c}"])
+def test_redis_url_credentials_never_printed(form: str, cli_env: dict[str, str]) -> None:
+    """An unparsable URL (unencoded '/') is a clear error, and no URL form prints its password."""
+    secret = f"cnry{uuid.uuid4().hex[:12]}"
+    userinfo = form.format(c=secret)
+    env = {**cli_env, "CHORDFLOW_REDIS_URL": f"redis://{userinfo}@127.0.0.1:{free_port()}/0"}
+    proc = chordflow("status", "20260101-000000-abcdef", env=env)
+    out = proc.stdout + proc.stderr
+    assert secret[4:] not in out, out
+    assert "Traceback" not in out
+    if "/" in userinfo:
+        assert proc.returncode == 2 and "cannot be parsed" in out and "percent-encode" in out, out
+    else:
+        assert proc.returncode == 4 and "cannot reach Redis" in out, out
