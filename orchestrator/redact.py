@@ -207,11 +207,12 @@ class Masker:
     def _collect(self, v: Any, nodes: tuple[dict[str, Any], ...], key: str, found: set[str]) -> None:
         if isinstance(v, _SECRET_TYPES):
             found |= _text_forms(v.get_secret_value())
-        elif isinstance(v, str | bytes) and key and (any("" in n for n in nodes) or is_secret_key(key, self.names)):
-            found |= _text_forms(v)
-        elif isinstance(v, str) and "://" in v:
-            for pw in _url_passwords(v[:URL_SCAN_CHARS]):
-                found |= _text_forms(pw)
+        elif isinstance(v, str | bytes):
+            if key and (any("" in n for n in nodes) or is_secret_key(key, self.names)):
+                found |= _text_forms(v)
+            if isinstance(v, str) and "://" in v:  # a URL's password may be quoted alone in a message
+                for pw in _url_passwords(v[:URL_SCAN_CHARS]):
+                    found |= _text_forms(pw)
         elif isinstance(v, BaseModel):
             for k in type(v).model_fields:
                 self._collect(getattr(v, k), _step(nodes, k), k, found)

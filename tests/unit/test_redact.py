@@ -58,6 +58,7 @@ def test_url_credentials_in_every_form(text: str, masked: str, secret: str | Non
     assert redact({"k": text})["k"] == masked
     if secret:
         assert secret in Masker().with_params({"dsn": text}).values
+        assert secret in Masker(names=frozenset({"dsn"})).with_params({"dsn": text}).values  # marked secret too
 
 
 class Leaf(BaseModel):
