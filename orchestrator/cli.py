@@ -348,7 +348,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                             "host": snap.hosts.get(n),
                             "progress": snap.progress.get(n),
                             "duration_s": _duration(snap, n),
-                            "error": json.loads(snap.errors[n]) if n in snap.errors else None,
+                            "error": _error(snap, n),
                         }
                         for n, s in snap.states.items()
                     },
@@ -433,8 +433,8 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
         state = snap.states.get(name, "pending")
         err = ""
         if name in snap.errors and state in ("failed", "retrying"):
-            e = json.loads(snap.errors[name])
-            err = f"{e.get('type')}: {e.get('message', '')[:120]}"
+            e = _error(snap, name) or {}
+            err = f"{e.get('type')}: {str(e.get('message', ''))[:120]}"
         table.add_row(
             name,
             f"[{STATE_STYLE.get(state, '')}]{state}[/]",
@@ -475,6 +475,20 @@ def _print_sink_results(client: Any, snap: Any, plan: Any) -> None:
             console.print(
                 f"{name} -> {text if len(text) <= 400 else text[:400] + '...'}", highlight=False, soft_wrap=True
             )
+
+
+def _error(snap: Any, node: str) -> Any:
+    """A node's stored error, through the masking path again (it was masked when written; a record
+    written by an older worker or by hand must not print a URL password either)."""
+    from orchestrator.redact import NO_SECRETS
+
+    if node not in snap.errors:
+        return None
+    try:
+        error = json.loads(snap.errors[node])
+    except ValueError:
+        error = snap.errors[node]
+    return NO_SECRETS.data(error, max_string=2000)
 
 
 def _duration(snap: Any, node: str) -> float | None:

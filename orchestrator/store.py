@@ -23,7 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestrator import keys
-from orchestrator.errors import RedisUnavailable, RunNotFound
+from orchestrator.errors import ChordflowError, RedisUnavailable, RunNotFound
 from orchestrator.states import TERMINAL_RUN_STATES
 
 _DUE_LUA = """
@@ -57,7 +57,26 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def connect(url: str) -> redis.Redis:
-    """A client that reconnects by itself (retries with backoff on connection errors)."""
+    """A client that reconnects by itself (retries with backoff on connection errors).
+
+    Raises:
+        ChordflowError: the URL cannot be parsed (e.g. an unencoded ``/`` in the password); the
+            message shows the URL with its credentials masked, never the parser's own message,
+            which quotes part of the password.
+    """
+    try:
+        return _from_url(url)
+    except ValueError:
+        from orchestrator.redact import mask_url_credentials
+
+        raise ChordflowError(
+            f"the Redis URL {mask_url_credentials(url)!r} cannot be parsed: use "
+            "redis://user:password@host:port/db (user, password, port and db optional) and "
+            "percent-encode '/', '@', ':', '#', '?' and spaces in the password (e.g. '/' as %2F)"
+        ) from None
+
+
+def _from_url(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         decode_responses=True,

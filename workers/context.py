@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.artifacts import task_dir
+from orchestrator.redact import NO_SECRETS, Masker
 from orchestrator.store import RunStore
 
 
@@ -23,11 +24,13 @@ class WorkerContext:
         artifact_root: Path,
         log: Any,
         progress_interval_s: float,
+        masker: Masker = NO_SECRETS,
     ) -> None:
         self.run_id = run_id
         self.node = node
         self.attempt = attempt
         self.log = log
+        self.masker = masker  #: this attempt's secrets: what the runner masks in errors and artifacts
         self._store = store
         self._root, self._parts = artifact_root, (node, version, run_id)
         self._interval = progress_interval_s

@@ -3,6 +3,9 @@
 One event per lifecycle transition: task.started, task.retrying,
 task.succeeded, task.failed. With ``log_file`` set, lines also go to a
 rotating file (10 MB x 5).
+
+Every event goes through :func:`mask_secrets` before it is rendered, so what task code passes
+(``ctx.log.info("x", key=config.api_key)``) is masked like the runner's own fields.
 """
 
 from __future__ import annotations
@@ -14,7 +17,25 @@ from pathlib import Path
 
 import structlog
 
+from orchestrator.redact import NO_SECRETS, Masker
+
 _configured = False
+MASKER_KEY = "_chordflow_masker"  #: bound by the runner; read and dropped by :func:`mask_secrets`
+MAX_FIELD_CHARS = 20_000  #: a log field (a traceback included) is cut here before it is scanned
+
+
+def mask_secrets(_logger: object, _method: str, event_dict: dict[str, object]) -> dict[str, object]:
+    """structlog processor: secret-looking keys, secret types, URL credentials and the attempt's
+    known secret values masked in every field, the event name and a formatted traceback included."""
+    masker = event_dict.pop(MASKER_KEY, None)
+    if not isinstance(masker, Masker):
+        masker = NO_SECRETS
+    return masker.data(event_dict, max_string=MAX_FIELD_CHARS)
+
+
+def with_masker(log: structlog.typing.FilteringBoundLogger, masker: Masker) -> structlog.typing.FilteringBoundLogger:
+    """``log`` whose events are masked with this attempt's secrets too."""
+    return log.bind(**{MASKER_KEY: masker})
 
 
 def configure_logging(level: str = "INFO", log_file: Path | None = None) -> None:
@@ -38,6 +59,7 @@ def configure_logging(level: str = "INFO", log_file: Path | None = None) -> None
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            mask_secrets,  # after format_exc_info: tracebacks are masked too
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
-from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from orchestrator import __version__
 from orchestrator.artifacts import (
@@ -33,17 +33,19 @@ from orchestrator.artifacts import (
     write_text_atomic,
 )
 from orchestrator.keys import run_keys as store_keys
-from orchestrator.redact import redact, scrub, secret_values
+from orchestrator.redact import Masker
 from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
 from orchestrator.store import RunStore, connect
 from workers.artifact_writer import WRITER
 from workers.context import WorkerContext
 from workers.heartbeat import Heartbeat
-from workers.logs import get_logger
+from workers.logs import get_logger, with_masker
 from workers.retries import next_wait
 
 TRACEBACK_LINES = 20
+MESSAGE_CHARS = 2000  #: an error message is cut here (before it is scanned for secrets)
+TRACEBACK_CHARS = 2000  #: each traceback entry likewise
 _STORES: dict[int, RunStore] = {}
 _HEARTBEATS: dict[int, Heartbeat] = {}
 
@@ -77,7 +79,8 @@ class NodeRunner:
         )
         self._lease_ms = int(settings.lease_s * 1000)
         self._retry_cap_s = math.inf  # waits live in the ledger's due index: no broker timeout to stay under
-        self._secret_fields = set(spec.secret_fields) | _secret_typed_fields(spec.config_model)
+        #: secret paths of the config model at any depth + the task's secret_fields; values come per attempt
+        self._masker = Masker.for_model(spec.config_model, spec.secret_fields)
 
     def __call__(self, celery_task: Any, run_id: str, node: str) -> Any:
         store = store_for(self.settings)
@@ -100,6 +103,8 @@ class NodeRunner:
             else:
                 log.info("task.skipped", reason=claim.status, state=claim.state)
             return None
+        masker = self._masker.with_params(claim.record.get("params") or {}, self.spec.config_model)
+        log = with_masker(log, masker)
         ctx = WorkerContext(
             store,
             run_id,
@@ -109,6 +114,7 @@ class NodeRunner:
             self.settings.artifact_root,
             log,
             self.settings.progress_interval_s,
+            masker,
         )
         log.debug("task.started")
         heartbeat = heartbeat_for(self.settings)
@@ -133,7 +139,7 @@ class NodeRunner:
         duration = time.monotonic() - started
         if self.settings.write_artifacts:
             try:
-                self._write_artifacts(claim, run_id, node, result_json, duration, host)
+                self._write_artifacts(claim, run_id, node, result_json, duration, host, ctx.masker)
             except UnsafePath as exc:
                 error = self._on_error(celery_task, store, claim, ctx, PermanentError(str(exc)), duration, token)
                 raise TaskFailed(f"{error['type']}: {error['message']}") from None
@@ -197,13 +203,13 @@ class NodeRunner:
         host = celery_task.request.hostname or socket.gethostname()
         heartbeat_for(self.settings).untrack(run_id, node)  # settling now (see _attempt)
         reason = "timeout" if isinstance(exc, SoftTimeLimitExceeded) else "exception"
-        secrets = secret_values(claim.record.get("params") or {}, self._secret_fields)
+        mask = ctx.masker.text  # bounded: a 1 MB message costs what a 2 kB one does
         error = {
             "type": type(exc).__name__,
-            "message": scrub(str(exc), secrets)[:2000],
+            "message": mask(str(exc), MESSAGE_CHARS),
             "reason": reason,
             "attempt": attempt,
-            "traceback": [scrub(line, secrets) for line in traceback.format_exception(exc)][-TRACEBACK_LINES:],
+            "traceback": [mask(line, TRACEBACK_CHARS) for line in traceback.format_exception(exc)[-TRACEBACK_LINES:]],
         }
         wait_s = next_wait(self.spec.retry, attempt, exc, self._retry_cap_s)
         line = self._log_line(node, attempt, "retrying" if wait_s is not None else "failed", duration, host, error)
@@ -230,13 +236,10 @@ class NodeRunner:
             "host": host,
             "at": _redis_time_iso(store_for(self.settings)),
             "error": error,
-            "input_sample": redact(
-                {
-                    "params": claim.record.get("params") or {},
-                    "upstream": dict(zip(claim.record["up"], claim.parent_results, strict=True)),
-                },
-                self._secret_fields,
-            ),
+            "input_sample": {
+                "params": ctx.masker.data(claim.record.get("params") or {}),
+                "upstream": ctx.masker.data(dict(zip(claim.record["up"], claim.parent_results, strict=True))),
+            },
         }
         try:
             write_json(error_report_path(root, ctx.run_id, ctx.node, claim.attempt), report)
@@ -276,7 +279,7 @@ class NodeRunner:
     # -- records --------------------------------------------------------------------------------
 
     def _write_artifacts(
-        self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str
+        self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str, masker: Masker
     ) -> None:
         """Check the artifact path now (raises UnsafePath); write the two files in the writer thread."""
         out = task_dir(self.settings.artifact_root, node, self.spec.version, run_id)
@@ -285,7 +288,7 @@ class NodeRunner:
             "task": node,
             "task_name": self.spec.name,
             "version": self.spec.version,
-            "params": redact(claim.record.get("params") or {}, self._secret_fields),
+            "params": masker.data(claim.record.get("params") or {}),
             "inputs": {
                 p: (None if r is None else _sha256(r))
                 for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
@@ -330,13 +333,11 @@ def _redis_time_iso(store: RunStore) -> str:
 
 
 class TaskFailed(Exception):
-    """What Celery sees when a task fails: the original type and a scrubbed message."""
+    """What Celery sees when a task fails or retries: the original type and a scrubbed message.
 
-
-def _secret_typed_fields(model: type[BaseModel] | None) -> set[str]:
-    if model is None:
-        return set()
-    return {name for name, f in model.model_fields.items() if f.annotation in (SecretStr, SecretStr | None)}
+    Raised ``from None`` (or passed to ``retry``) so that the original exception, whose message may
+    hold secrets, never reaches Celery's logs, events, Flower or the result backend.
+    """
 
 
 def _as_permanent(fn: Any, value: Any) -> Any:
