@@ -23,7 +23,7 @@ local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEY
 local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local K_LOST, K_WAITING, K_ACTIVE, K_DUE = KEYS[16], KEYS[17], KEYS[18], KEYS[19]
 local N_RUN_KEYS = 17
-local WAKE_CHANNEL = 'chordflow:wake'
+local WAKE_CHANNEL = 'chordflow:wake'  -- keys.WAKE_CHANNEL (a channel, not a key; checked by tests/unit/test_structure.py)
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
 local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import redis
 
-from orchestrator import Pipeline
+from orchestrator import Pipeline, keys
 from orchestrator.client import Client
 from orchestrator.keys import run_keys
 from tests.fault_tasks import bad_result, block, hang, leak, leaky, long, poison
@@ -311,9 +311,9 @@ def test_resent_begin_and_defer_are_idempotent(client: Client, redis_client: red
     assert client.store.defer(run_id, "x", "tok", "{}", "{}", 60) == "ok"  # re-sent: still ours, still ok
     assert client.status(run_id).states["x"] == "retrying" and client.status(run_id).attempts["x"] == "1"
     assert client.store.defer(run_id, "x", "other", "{}", "{}", 60) == "stale"
-    assert redis_client.zscore("chordflow:due", f"{run_id}|x") is not None  # the retry waits in the due index
+    assert redis_client.zscore(keys.DUE, keys.due_member(run_id, "x")) is not None  # the retry waits in the due index
     client.cancel(run_id)  # nothing is left scheduled for later tests
-    assert redis_client.zscore("chordflow:due", f"{run_id}|x") is None
+    assert redis_client.zscore(keys.DUE, keys.due_member(run_id, "x")) is None
 
 
 def test_reaper_redispatches_a_node_whose_message_was_lost(client: Client, redis_client: redis.Redis) -> None:

@@ -34,3 +34,10 @@ def test_redis_keys_are_built_only_in_keys_module() -> None:
         if '"chordflow:' in path.read_text() or "'chordflow:" in path.read_text():
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def test_ledger_wakes_the_channel_the_schedulers_listen_on() -> None:
+    from orchestrator import keys
+
+    ledger = (REPO / "orchestrator" / "lua" / "ledger.lua").read_text()
+    assert f"local WAKE_CHANNEL = '{keys.WAKE_CHANNEL}'" in ledger
