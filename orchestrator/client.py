@@ -31,9 +31,11 @@ from orchestrator.keys import run_keys
 from orchestrator.model import Pipeline
 from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.settings import Settings
+from orchestrator.states import TERMINAL_RUN_STATES
 from orchestrator.store import RunSnapshot, RunStore, check_redis_config, connect
 
 T = TypeVar("T")
+COALESCE_S = 0.05  #: how long Client.wait gathers events of a running run before re-reading its state
 
 
 def _redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
@@ -193,29 +195,48 @@ class Client:
         self,
         run_id: str,
         timeout_s: float | None = None,
-        poll_s: float = 0.2,
+        poll_s: float = 1.0,
         on_update: Callable[[RunSnapshot], None] | None = None,
         detail: bool = True,
     ) -> RunSnapshot:
-        """Poll until the run is terminal (or ``timeout_s``); ``on_update`` sees each snapshot."""
+        """Wait until the run is terminal (or ``timeout_s``); ``on_update`` sees each new snapshot.
+
+        Pushed, not polled: it blocks on the run's event stream, which the ledger writes in the same
+        atomic step as every state change, so the end of a run is known one round trip after it
+        happens. ``poll_s`` only bounds how long one blocking read lasts (then the state is re-read,
+        which also notices a run whose keys vanished: ``state_lost``).
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        seen = False
+        snap = self.store.snapshot(run_id, detail=detail)
         while True:
+            if on_update is not None:
+                on_update(snap)
+            if snap.finished:
+                return snap
+            block = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            if block <= 0:
+                return snap
+            self._next_change(run_id, snap.last_event, block)
             try:
                 snap = self.store.snapshot(run_id, detail=detail)
             except RunNotFound:
-                if not seen:
-                    raise
                 raise RunStateLost(
                     f"run '{run_id}' vanished from Redis while running: Redis restarted without persistence "
                     "or its keys were deleted; the run's state is lost (state_lost)"
                 ) from None
-            seen = True
-            if on_update is not None:
-                on_update(snap)
-            if snap.finished or (deadline is not None and time.monotonic() >= deadline):
-                return snap
-            time.sleep(poll_s)
+
+
+    def _next_change(self, run_id: str, after: str, block_s: float) -> None:
+        """Block until the run has new events; then gather more for up to ``COALESCE_S`` unless the run
+        ended, so a watcher of a busy run re-reads its state a few times a second, not once per event."""
+        events = self.store.events(run_id, after, block_ms=max(1, int(block_s * 1000)))
+        until = time.monotonic() + COALESCE_S
+        while events and not any(f.get("kind") == "run" and f.get("state") in TERMINAL_RUN_STATES for _, f in events):
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            after = events[-1][0]
+            events = self.store.events(run_id, after, block_ms=max(1, int(left * 1000)))
 
 
 def parse_param_overrides(items: list[str], pipeline: Pipeline) -> dict[str, dict[str, Any]]:

@@ -36,6 +36,9 @@ chordflow:run:{rid}:templates             hash    task name -> Celery message te
 chordflow:run:{rid}:task_ids              hash    node -> Celery task id of the running attempt (for revoke)
 chordflow:run:{rid}:lost                  hash    node -> attempts lost with their worker (bounded requeues)
 chordflow:run:{rid}:waiting               zset    node -> epoch ms it became queued/retrying (reaper safety net)
+chordflow:run:{rid}:events                stream  every state change and progress update, written by the ledger
+                                                  in the same atomic step (kind=task|run|progress, node, state,
+                                                  progress, at); trimmed to ~EVENTS_MAXLEN
 <queue name>                              list    Celery/kombu queue (kombu's own key, not ours)
 ========================================  ======  ==========================================
 """
@@ -54,6 +57,7 @@ WAKE_CHANNEL = f"{PREFIX}:wake"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_SEEN = f"{PREFIX}:workers:seen"
 UNACKED_SEEN = f"{PREFIX}:unacked-seen"
+EVENTS_MAXLEN = 10_000  #: events kept per run (approximate trim); a client that lags more re-reads the state
 KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message, exchange, routing key]
 
 
@@ -83,6 +87,7 @@ class RunKeys:
     task_ids: str
     lost: str
     waiting: str
+    events: str
     active_runs: str  #: global, not per run (the ledger never expires the global keys)
     due: str  #: global: retries and re-checks by due time; always last
 
@@ -117,6 +122,7 @@ def run_keys(run_id: str) -> RunKeys:
         task_ids=f"{base}:task_ids",
         lost=f"{base}:lost",
         waiting=f"{base}:waiting",
+        events=f"{base}:events",
         active_runs=ACTIVE_RUNS,
         due=DUE,
     )

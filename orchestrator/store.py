@@ -113,6 +113,7 @@ class RunSnapshot:
     progress: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     now: float = 0.0  #: Redis time when the snapshot was taken (durations of unfinished work use it)
+    last_event: str = "0-0"  #: id of the run's last event when the snapshot was taken (read events after it)
 
     @property
     def state(self) -> str:
@@ -292,7 +293,20 @@ class RunStore:
         return out[0], [t for t in out[2:] if t]
 
     def set_progress(self, run_id: str, node: str, done: int, total: int) -> None:
-        self.r.hset(keys.run_keys(run_id).progress, node, f"{done}/{total}")
+        """Store a node's progress and announce it on the run's event stream (one round trip)."""
+        k = keys.run_keys(run_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(k.progress, node, f"{done}/{total}")
+        pipe.xadd(k.events, {"kind": "progress", "node": node, "progress": f"{done}/{total}"},
+                  maxlen=keys.EVENTS_MAXLEN, approximate=True)  # fmt: skip
+        pipe.execute()
+
+    def events(
+        self, run_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 1000
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events of the run after stream id ``after``; with ``block_ms``, wait up to that long for one."""
+        out = self.r.xread({keys.run_keys(run_id).events: after}, count=count, block=block_ms)
+        return [(eid, fields) for _, entries in out for eid, fields in entries]
 
     def _call(self, run_id: str, op: str, *args: Any) -> Any:
         return self._ledger(keys=_ledger_keys(run_id), args=[op, run_id, *args])
@@ -307,20 +321,22 @@ class RunStore:
     def snapshot(self, run_id: str, detail: bool = True) -> RunSnapshot:
         """Meta and, with ``detail``, per-node state/attempts/times/hosts/progress/errors (pipelined)."""
         k = keys.run_keys(check_run_id(run_id))
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=True)  # one consistent view, and the event id it corresponds to
         pipe.time()
+        pipe.xrevrange(k.events, count=1)
         if not detail:
             pipe.hgetall(k.meta)
-            (sec, usec), meta = pipe.execute()
+            (sec, usec), last, meta = pipe.execute()
             if not meta:
                 raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
-            return RunSnapshot(run_id, meta, now=sec + usec / 1e6)
+            return RunSnapshot(run_id, meta, now=sec + usec / 1e6, last_event=last[0][0] if last else "0-0")
         for key in (k.meta, k.state, k.attempts, k.times, k.hosts, k.progress, k.errors):
             pipe.hgetall(key)
-        (sec, usec), meta, states, attempts, times, hosts, progress, errors = pipe.execute()
+        (sec, usec), last, meta, states, attempts, times, hosts, progress, errors = pipe.execute()
         if not meta:
             raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
-        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors, now=sec + usec / 1e6)
+        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors, now=sec + usec / 1e6,
+                           last_event=last[0][0] if last else "0-0")  # fmt: skip
 
     def node_states(self, run_id: str) -> dict[str, str]:
         return self.r.hgetall(keys.run_keys(run_id).state)

@@ -3,7 +3,7 @@
 -- KEYS (orchestrator/keys.py RunKeys.ordered()):
 --   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
---   16 lost  17 waiting  18 active runs (global set)  19 due (global zset)
+--   16 lost  17 waiting  18 events (stream)  19 active runs (global set)  20 due (global zset)
 --   The two global keys are never expired here; N_RUN_KEYS are the run's own.
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
@@ -21,8 +21,9 @@
 local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
-local K_LOST, K_WAITING, K_ACTIVE, K_DUE = KEYS[16], KEYS[17], KEYS[18], KEYS[19]
-local N_RUN_KEYS = 17
+local K_LOST, K_WAITING, K_EVENTS, K_ACTIVE, K_DUE = KEYS[16], KEYS[17], KEYS[18], KEYS[19], KEYS[20]
+local N_RUN_KEYS = 18
+local EVENTS_MAXLEN = 10000  -- keys.EVENTS_MAXLEN
 local WAKE_CHANNEL = 'chordflow:wake'  -- keys.WAKE_CHANNEL (a channel, not a key; checked by tests/unit/test_structure.py)
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
@@ -31,6 +32,16 @@ local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_faile
 local clock = redis.call('TIME')
 local NOW_S = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
 local NOW_MS = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+-- every state change is announced on the run's event stream in the same atomic step (push, not poll)
+local function set_state(node, st)
+  redis.call('HSET', K_STATE, node, st)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'kind', 'task', 'node', node, 'state', st, 'at', NOW_S)
+end
+
+local function run_event(st)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'kind', 'run', 'state', st, 'at', NOW_S)
+end
 
 local SPECS = {}
 local function spec(node)
@@ -51,6 +62,7 @@ local function finalize_run()
     st = 'failed'
   end
   redis.call('HSET', K_META, 'state', st, 'finished_at', NOW_S)
+  run_event(st)
   local ttl = tonumber(redis.call('HGET', K_META, 'ttl_s') or '604800')
   for i = 1, N_RUN_KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
   redis.call('SREM', K_ACTIVE, RUN_ID)
@@ -58,7 +70,7 @@ end
 
 -- mark a node terminal and count it; finalizes the run when it was the last one
 local function finish(node, state)
-  redis.call('HSET', K_STATE, node, state)
+  set_state(node, state)
   redis.call('HSET', K_TIMES, node .. ':finished', NOW_S)
   redis.call('HDEL', K_LEASES, node)
   redis.call('ZREM', K_WAITING, node)
@@ -77,7 +89,7 @@ local function dispatch(node, front)
   -- one pass over the template; a table replacement inserts values literally (no % escapes)
   local msg = string.gsub(tmpl, '@@(%u+)@@', {BODY = cjson.encode(body), ID = tid, NODE = node, RUN = RUN_ID})
   redis.call(front and 'RPUSH' or 'LPUSH', s.q, msg)
-  redis.call('HSET', K_STATE, node, 'queued')
+  set_state(node, 'queued')
   redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
   redis.call('ZADD', K_WAITING, NOW_MS, node)
 end
@@ -112,7 +124,7 @@ local function propagate(node, ok)
         release(c, false, stack)
       elseif cs.via == 'chain' then
         -- its predecessor's Celery chain publishes it when that task returns
-        redis.call('HSET', K_STATE, c, 'queued')
+        set_state(c, 'queued')
         redis.call('HSET', K_TIMES, c .. ':queued', NOW_S)
         redis.call('ZADD', K_WAITING, NOW_MS, c)
       else
@@ -140,6 +152,7 @@ end
 local function mark_running_run()
   if redis.call('HGET', K_META, 'state') == 'pending' then
     redis.call('HSET', K_META, 'state', 'running', 'started_at', NOW_S)
+    run_event('running')
   end
 end
 
@@ -209,7 +222,7 @@ local function op_begin()
     return {'not_ready', st}  -- pending, or retrying (its due time has not come: the scheduler wakes it)
   end
   redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
-  redis.call('HSET', K_STATE, node, 'running')
+  set_state(node, 'running')
   redis.call('ZREM', K_WAITING, node)
   redis.call('HSET', K_HOSTS, node, host)
   redis.call('HSET', K_TASK_IDS, node, task_id)
@@ -274,7 +287,7 @@ local function op_defer()
   end
   local refused = settle_guard(node, token)
   if refused then return refused end
-  redis.call('HSET', K_STATE, node, 'retrying')
+  set_state(node, 'retrying')
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('HSET', K_LEASES, node, token .. '|0')  -- expired, but remembers who deferred
   redis.call('RPUSH', K_LOG, stamped(line))
@@ -296,12 +309,12 @@ local function op_lost()
   redis.call('HDEL', K_LEASES, node)
   if reason == 'worker_lost' then
     if count_lost(node, max_lost) then return {'failed', 'failed'} end
-    redis.call('HSET', K_STATE, node, 'queued')  -- the requeued message runs it again
+    set_state(node, 'queued')  -- the requeued message runs it again
     redis.call('ZADD', K_WAITING, NOW_MS, node)
     return {'requeued', 'queued'}
   end
   if retry_wait >= 0 then
-    redis.call('HSET', K_STATE, node, 'retrying')
+    set_state(node, 'retrying')
     schedule(node, retry_wait)
     return {'retrying', 'retrying'}
   end
@@ -365,7 +378,7 @@ local function op_retry()
   end
   if #reset == 0 then return {'nothing', state} end
   for _, n in ipairs(reset) do
-    redis.call('HSET', K_STATE, n, 'pending')
+    set_state(n, 'pending')
     for _, k in ipairs({K_ATTEMPTS, K_ERRORS, K_LOST, K_BAD, K_PROGRESS, K_LEASES, K_TASK_IDS, K_PENDING}) do
       redis.call('HDEL', k, n)
     end
@@ -383,6 +396,7 @@ local function op_retry()
   redis.call('HINCRBY', K_META, 'retries', 1)
   redis.call('HSET', K_META, 'state', 'running')
   redis.call('HDEL', K_META, 'finished_at', 'cancel_requested')
+  run_event('running')
   for i = 1, N_RUN_KEYS do redis.call('PERSIST', KEYS[i]) end
   redis.call('SADD', K_ACTIVE, RUN_ID)
   for _, n in ipairs(ready) do dispatch(n) end
