@@ -188,8 +188,8 @@ class WorkerProcess:
         env.update(self.extra_env)
         env["CHORDFLOW_REDIS_URL"] = self.redis_url
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*map(str, self.pythonpath), env.get("PYTHONPATH", "")] if p)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600), "ab")
         cmd = [
             *self.prefix, sys.executable, "-P", "-m", "celery", "-A", "workers.app", "worker",
             "--loglevel", "WARNING", "-c", str(self.concurrency), "-Q", ",".join(self.queues),

@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     max_nodes: int = Field(100_000, ge=1, description="most tasks in one pipeline (checked before validation)")
     max_fan_out: int = Field(10_000, ge=1, description="most children of one task (released in one Redis call)")
     max_param_depth: int = Field(32, ge=1, le=100, description="deepest nesting of a task's params")
-    artifact_file_mode: int = Field(0o600, ge=0, le=0o777, description="mode of files under artifact_root")
-    artifact_dir_mode: int = Field(0o700, ge=0, le=0o777, description="mode of directories under artifact_root")
+    artifact_umask: str = Field(
+        "077", pattern=r"^0?[0-7]{3}$", description="octal umask of workers: 077 = artifacts 0600, dirs 0700"
+    )
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
