@@ -258,3 +258,48 @@ def test_11_long_names_get_error_reports_and_artifacts_are_private(client: Clien
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for path in (reports[0].parent, metadata.parent):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+# -- 9: Flower answers nothing without its auth --------------------------------------------------------
+
+
+def test_9_flower_metrics_and_healthcheck_need_auth(worker_env: dict[str, str], tmp_path: Path) -> None:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from orchestrator.embedded import free_port, terminate_group
+
+    port = free_port()
+    env = {**os.environ, **worker_env, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1",
+           "--basic-auth=admin:s3cret", f"--conf={REPO / 'workers' / 'flowerconfig.py'}"]  # fmt: skip
+    log = (tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def get(path: str, auth: str | None) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get("/healthcheck", "admin:s3cret")
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "flower.log").read_text()
+                time.sleep(0.2)
+        for path in ("/metrics", "/healthcheck", "/api/workers"):
+            assert get(path, None) == 401, path
+            assert get(path, "admin:wrong") == 401, path
+            assert get(path, "admin:s3cret") == 200, path
+    finally:
+        terminate_group(proc, grace_s=5)
+        log.close()
