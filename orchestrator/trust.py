@@ -9,7 +9,8 @@ their code. So the working directory is *not* trusted by default:
   ``config/<env>.toml`` is read with every setting, and embedded workers get
   it on ``PYTHONPATH`` (so your own task packages there import).
 * Otherwise ``./config/<env>.toml`` is read only if it, ``./config`` and ``.``
-  are owned by you (or root) and writable by nobody else, and it may not set
+  are owned by you (or root) and writable by nobody else (your own private
+  group, as with umask 002, counts as you), and it may not set
   the settings that decide what code is imported (``task_modules``,
   ``allowed_task_prefixes``) or accept an open Redis
   (``allow_unauthenticated_redis``) unless ``CHORDFLOW_TRUST_CWD_CONFIG=true``.
@@ -18,7 +19,9 @@ their code. So the working directory is *not* trusted by default:
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +90,16 @@ def _not_private(path: Path) -> str | None:
         return f"{path} is a symlink"
     if st.st_uid not in (os.getuid(), 0):
         return f"{path} is owned by uid {st.st_uid}"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and not _private_group(st.st_gid)):
         return f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
+
+
+def _private_group(gid: int) -> bool:
+    """Whether ``gid`` is the user's own private group (umask 002 systems): named like the user, no other members."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return gid == os.getgid() and group.gr_name == user and set(group.gr_mem) <= {user}

@@ -173,3 +173,13 @@ def test_6_explicit_config_dir_is_trusted(tmp_path: Path, cwd_config: Path, monk
     (mine / "dev.toml").write_text('task_modules = ["tasks", "mytasks"]\n')
     monkeypatch.setenv("CHORDFLOW_CONFIG_DIR", str(mine))
     assert Settings().task_modules == ["tasks", "mytasks"]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another group")
+def test_6_group_writable_is_refused_unless_the_group_is_the_users_own(cwd_config: Path) -> None:
+    cwd_config.write_text("concurrency = 3\n")
+    cwd_config.chmod(0o660)
+    assert Settings().concurrency == 3  # root's own group (umask 002 style)
+    os.chown(cwd_config, 0, 65534)
+    with pytest.raises(ConfigUntrusted, match="writable by group or others"):
+        Settings()
