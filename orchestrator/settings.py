@@ -38,7 +38,10 @@ class _TrustedTomlSource(TomlConfigSettingsSource):
     def _read_file(self, file_path: Any) -> dict[str, Any]:
         if not self._source.explicit:
             check_cwd_config(Path(file_path), set())  # ownership and mode, before reading a byte
-        data = super()._read_file(file_path)
+        try:
+            data = super()._read_file(file_path)
+        except RecursionError:
+            raise ChordflowError(f"config file {file_path}: invalid TOML: nested too deeply") from None
         if not self._source.explicit:
             check_cwd_config(Path(file_path), set(data))
         return data
