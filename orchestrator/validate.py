@@ -14,17 +14,21 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
+from orchestrator.artifacts import RESERVED_NAMES, is_reserved
 from orchestrator.errors import PipelineInvalid, Problem
+from orchestrator.limits import Limits, check_limits
 from orchestrator.model import Pipeline
 from orchestrator.spec import NAME_RE, TriggerRule
 
 MAX_CYCLES_REPORTED = 5
 
 
-def validate(pipeline: Pipeline) -> list[Problem]:
+def validate(pipeline: Pipeline, limits: Limits | None = None) -> list[Problem]:
     """All problems of ``pipeline``; an empty list means it may run."""
+    problems = check_limits(pipeline, limits)
+    if problems:  # too big or too deep to check any further
+        return problems
     src = pipeline.source
-    problems: list[Problem] = []
     seen: set[str] = set()
     for node in pipeline.nodes:
         if node.name in seen:
@@ -32,6 +36,14 @@ def validate(pipeline: Pipeline) -> list[Problem]:
         seen.add(node.name)
         if not NAME_RE.fullmatch(node.name) or ".." in node.name:
             problems.append(Problem(f"task name must match {NAME_RE.pattern}", task=node.name, file=src))
+        elif is_reserved(node.name):
+            problems.append(
+                Problem(
+                    f"task name is reserved for chordflow's own files {sorted(RESERVED_NAMES)}",
+                    task=node.name,
+                    file=src,
+                )
+            )
     if not pipeline.nodes:
         problems.append(Problem("pipeline has no tasks", file=src))
 
@@ -49,9 +61,9 @@ def validate(pipeline: Pipeline) -> list[Problem]:
     return problems
 
 
-def ensure_valid(pipeline: Pipeline) -> None:
+def ensure_valid(pipeline: Pipeline, limits: Limits | None = None) -> None:
     """Raise :class:`PipelineInvalid` listing every problem, if there is any."""
-    problems = validate(pipeline)
+    problems = validate(pipeline, limits)
     if problems:
         raise PipelineInvalid(problems)
 

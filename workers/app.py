@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from orchestrator.artifacts import restrict_umask
 from orchestrator.errors import ChordflowError
 from orchestrator.settings import Settings
 from orchestrator.spec import TaskSpec, registered_tasks
@@ -59,6 +60,7 @@ def create_app(settings: Settings, register: bool = False) -> Celery:
     app = Celery("chordflow", set_as_current=False)
     app.conf.update(celery_conf(settings, url))
     if register:
+        restrict_umask(settings.artifact_umask)  # before any file is created: artifacts are private
         kombu_fixes.apply()
         configure_logging(settings.log_level, settings.log_file)
         import_task_modules(settings.task_modules)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from orchestrator import __version__
 from orchestrator.artifacts import (
     UnsafePath,
+    append_line,
     error_report_path,
     failed_log_path,
     task_dir,
@@ -128,6 +129,7 @@ class NodeRunner:
         run_id, node, log = ctx.run_id, ctx.node, ctx.log
         started = time.monotonic()
         try:
+            self._check_record(claim.record)
             kwargs = self._inputs(claim, ctx)
             value = self.spec.fn(**kwargs)
             result_json = self._dump(value)
@@ -155,6 +157,14 @@ class NodeRunner:
 
     # -- inputs and outputs ---------------------------------------------------------------------
 
+    def _check_record(self, record: dict[str, Any]) -> None:
+        """A node record naming another task (forged in Redis, or a stale message) must not run under this one."""
+        if record.get("task") != self.spec.name:
+            raise PermanentError(
+                f"node record names task {str(record.get('task'))[:200]!r} but the message ran {self.spec.name!r}: "
+                "refused (a record that does not match its Celery task is not trusted)"
+            )
+
     def _inputs(self, claim: Any, ctx: WorkerContext) -> dict[str, Any]:
         spec, record = self.spec, claim.record
         kwargs: dict[str, Any] = {}
@@ -170,18 +180,26 @@ class NodeRunner:
         return kwargs
 
     def _dump(self, value: Any) -> str:
+        """The result as JSON; refused (permanently) if it is not valid JSON or over ``max_result_bytes``."""
         try:
             if isinstance(value, BaseModel):
-                text = value.model_dump_json()
+                text = value.model_dump_json()  # pydantic writes NaN/Infinity as null: look for them below
+                python = value.model_dump if "null" in text else None
             elif self._result_adapter is not None:
                 text = self._result_adapter.dump_json(value).decode()
+                python = (lambda: self._result_adapter.dump_python(value)) if "null" in text else None  # type: ignore[union-attr]
             else:
-                text = json.dumps(value)
+                text, python = json.dumps(value, allow_nan=False), None
+            if python is not None and _has_non_finite(python()):
+                raise ValueError("Out of range float values are not JSON compliant")
         except (TypeError, ValueError) as exc:
+            if "Out of range float" in str(exc):
+                raise PermanentError("result contains NaN or Infinity, which JSON cannot represent") from None
             raise PermanentError(f"result is not JSON-serialisable: {exc}") from exc
-        if len(text) > self.settings.max_result_bytes:
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        if size > self.settings.max_result_bytes:
             raise PermanentError(
-                f"result is {len(text)} bytes, over max_result_bytes ({self.settings.max_result_bytes}): "
+                f"result is {size} bytes (UTF-8), over max_result_bytes ({self.settings.max_result_bytes}): "
                 "write large data to ctx.output_dir and return its path"
             )
         return text
@@ -206,7 +224,7 @@ class NodeRunner:
         mask = ctx.masker.text  # bounded: a 1 MB message costs what a 2 kB one does
         error = {
             "type": type(exc).__name__,
-            "message": mask(str(exc), MESSAGE_CHARS),
+            "message": mask(_safe_str(exc), MESSAGE_CHARS),
             "reason": reason,
             "attempt": attempt,
             "traceback": [mask(line, TRACEBACK_CHARS) for line in traceback.format_exception(exc)[-TRACEBACK_LINES:]],
@@ -245,10 +263,7 @@ class NodeRunner:
             write_json(error_report_path(root, ctx.run_id, ctx.node, claim.attempt), report)
             summary = {k: report[k] for k in ("run_id", "task", "attempt", "host", "at")}
             summary.update(error=error["type"], message=error["message"][:300])
-            path = failed_log_path(root)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(summary) + "\n")
+            append_line(failed_log_path(root), json.dumps(summary))
         except (OSError, UnsafePath) as exc:  # a full disk must not hide the task failure itself
             ctx.log.error("report.write_failed", error=str(exc))
 
@@ -302,8 +317,7 @@ class NodeRunner:
 
         def write() -> None:
             os.makedirs(out, exist_ok=True)
-            with open(out / "result.json", "w", encoding="utf-8") as fh:
-                fh.write(result_json)
+            write_text_atomic(out / "result.json", result_json)
             # written last and atomically: its presence means the directory is complete
             write_text_atomic(out / "metadata.json", json.dumps(metadata))
 
@@ -338,6 +352,29 @@ class TaskFailed(Exception):
     Raised ``from None`` (or passed to ``retry``) so that the original exception, whose message may
     hold secrets, never reaches Celery's logs, events, Flower or the result backend.
     """
+
+
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises (the failure must still settle)."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a JSON-like value holds a NaN or infinite float (iterative: no recursion limit)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return False
 
 
 def _as_permanent(fn: Any, value: Any) -> Any:
