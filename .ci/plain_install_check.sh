@@ -31,7 +31,9 @@ say() { echo "plain-install: $*"; }
 
 say "fresh venv in $TMP, pip install . (no extras)"
 "$PYTHON" -m venv "$TMP/venv"
-"$TMP/venv/bin/pip" install --quiet --disable-pip-version-check "$REPO" 2>&1 | grep -v "^WARNING: Location" || true
+mkdir "$TMP/src"  # install from a copy of the tracked files: building in place would leave build/ behind
+git -C "$REPO" ls-files -z --cached --others --exclude-standard | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$TMP/src"
+"$TMP/venv/bin/pip" install --quiet --disable-pip-version-check "$TMP/src" 2>&1 | grep -v "^WARNING: Location" || true
 "$TMP/venv/bin/python" -c "import orchestrator, workers.app" >/dev/null  # fails loudly if the install failed
 BIN="$TMP/venv/bin"
 cd "$TMP"
