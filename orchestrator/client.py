@@ -243,22 +243,35 @@ class Client:
 
 
 def parse_param_overrides(items: list[str], pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """``["clean.max_error_rate=0.1", ...]`` -> ``{"clean": {"max_error_rate": 0.1}}``.
+    """``["clean.max_error_rate=0.1", "dbconn.db.port=5433"]`` ->
+    ``{"clean": {"max_error_rate": 0.1}, "dbconn": {"db": {"port": 5433}}}``.
 
+    A dotted path sets a nested field (merged with the task's other params later, see
+    :meth:`Pipeline.with_params`); whether the fields exist is checked by validation.
     Values are parsed as JSON when they can be (numbers, booleans, lists), else kept as strings.
     """
     out: dict[str, dict[str, Any]] = {}
     names = set(pipeline.node_names)
     for item in items:
         key, sep, raw = item.partition("=")
-        node, dot, field = key.partition(".")
-        if not sep or not dot or not node or not field:
-            raise ParamOverrideError(f"--param {item!r}: expected TASK.FIELD=VALUE")
+        # task names may hold dots themselves: the longest task name the key starts with wins
+        node = max((n for n in names if key.startswith(n + ".")), key=len, default=key.partition(".")[0])
+        path = key[len(node) + 1 :].split(".")
+        if not sep or not node or not all(path):
+            raise ParamOverrideError(f"--param {item!r}: expected TASK.FIELD=VALUE or TASK.FIELD.SUBFIELD=VALUE")
         if node not in names:
             raise ParamOverrideError(f"--param {item!r}: pipeline has no task '{node}'")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out.setdefault(node, {})[field] = value
+        target = out.setdefault(node, {})
+        for depth, part in enumerate(path[:-1]):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                where = ".".join([node, *path[: depth + 1]])
+                raise ParamOverrideError(f"--param {item!r}: '{where}' is already set to a value, not a mapping")
+        if isinstance(target.get(path[-1]), dict) and not isinstance(value, dict):
+            raise ParamOverrideError(f"--param {item!r}: '{key}' already has nested --param fields")
+        target[path[-1]] = value
     return out

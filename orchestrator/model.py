@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import TaskDefinitionError
+from orchestrator.errors import PipelineInvalid, Problem, TaskDefinitionError
 from orchestrator.spec import TaskSpec, spec_of
 
 
@@ -70,6 +70,39 @@ class Pipeline:
         return [n.name for n in self.nodes]
 
     def with_params(self, overrides: Mapping[str, Mapping[str, Any]]) -> Pipeline:
-        """A copy whose nodes' params are updated from ``{node: {field: value}}``."""
-        nodes = [Node(n.name, n.spec, n.depends_on, {**n.params, **overrides.get(n.name, {})}) for n in self.nodes]
+        """A copy whose nodes' params are deep-merged with ``{node: {field: value}}``.
+
+        Nested mappings merge (``{"db": {"port": 1}}`` keeps ``db.host``); other values replace.
+
+        Raises:
+            PipelineInvalid: ``overrides`` names a task the pipeline does not have (a typo would
+                otherwise run silently with the file's params).
+        """
+        names = self.node_names
+        unknown = [
+            Problem(f"params given for unknown task (tasks: {', '.join(names)})", task=str(n), file=self.source)
+            for n in overrides
+            if n not in names
+        ]
+        unknown += [
+            Problem(f"params must be a mapping of field to value, got {type(v).__name__}", task=n, file=self.source)
+            for n, v in overrides.items()
+            if n in names and not isinstance(v, Mapping)
+        ]
+        if unknown:
+            raise PipelineInvalid(unknown)
+        nodes = [
+            Node(n.name, n.spec, n.depends_on, deep_merge(n.params, overrides.get(n.name, {}))) for n in self.nodes
+        ]
         return Pipeline(self.name, self.source, nodes)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``, merging nested mappings instead of replacing them."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

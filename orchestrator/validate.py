@@ -7,12 +7,13 @@ Graph questions are answered by networkx.
 
 from __future__ import annotations
 
+import collections.abc
 import types
 import typing
 from typing import Any
 
 import networkx as nx
-from pydantic import ValidationError
+from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
 from orchestrator.artifacts import RESERVED_NAMES, is_reserved
 from orchestrator.errors import PipelineInvalid, Problem
@@ -98,10 +99,14 @@ def _check_params(node: Any, src: str | None) -> list[Problem]:
         if node.params:
             return [Problem(f"takes no params but got {sorted(node.params)}", task=node.name, file=src)]
         return []
+    problems = [
+        Problem(f"unknown field (known: {', '.join(known) or 'none'})", task=node.name, file=src, field=path)
+        for path, known in unknown_fields(model, dict(node.params), "params")
+    ]
     try:
         model.model_validate(dict(node.params))
     except ValidationError as exc:
-        return [
+        problems += [
             Problem(
                 f"{err['msg']} (got {err.get('input')!r})" if err["type"] != "missing" else "required param missing",
                 task=node.name,
@@ -109,8 +114,90 @@ def _check_params(node: Any, src: str | None) -> list[Problem]:
                 field="params." + ".".join(str(p) for p in err["loc"]),
             )
             for err in exc.errors()
+            if err["type"] != "extra_forbidden"  # reported above, with the known fields
         ]
+    return problems
+
+
+def unknown_fields(annotation: Any, data: Any, path: str) -> list[tuple[str, list[str]]]:
+    """``(field path, known fields)`` for every key of ``data`` no model along ``annotation`` declares.
+
+    Pydantic ignores unknown keys unless a model sets ``extra='forbid'``, so a typo such as
+    ``pagez`` would silently run with the default. This walks the input against the type, at any
+    depth: nested models, lists/tuples/sets of models, dict values, optionals and unions. A model
+    that sets ``extra='allow'`` keeps its extra keys.
+    """
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _unknown_in_model(annotation, data, path)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if _union_members(annotation) is not None:
+        member = _union_member_for(args, data)
+        return [] if member is None else unknown_fields(member, data, path)
+    if origin in (list, set, frozenset, collections.abc.Sequence, collections.abc.Set) and args:
+        if isinstance(data, list | tuple):
+            return [hit for i, item in enumerate(data) for hit in unknown_fields(args[0], item, f"{path}.{i}")]
+    elif origin is tuple and args and isinstance(data, list | tuple):
+        items = args if not (len(args) == 2 and args[1] is Ellipsis) else (args[0],) * len(data)
+        return [
+            hit
+            for i, (t, item) in enumerate(zip(items, data, strict=False))
+            for hit in unknown_fields(t, item, f"{path}.{i}")
+        ]
+    elif origin in (dict, collections.abc.Mapping) and len(args) == 2 and isinstance(data, dict):
+        return [hit for k, v in data.items() for hit in unknown_fields(args[1], v, f"{path}.{k}")]
     return []
+
+
+def _unknown_in_model(model: type[BaseModel], data: Any, path: str) -> list[tuple[str, list[str]]]:
+    if isinstance(data, BaseModel) or not isinstance(data, dict):
+        return []
+    by_key: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        by_key[name] = name
+        for alias in (info.alias, info.validation_alias):
+            if isinstance(alias, str):
+                by_key[alias] = name
+            elif isinstance(alias, AliasChoices):
+                by_key.update({c: name for c in alias.choices if isinstance(c, str)})
+    hits: list[tuple[str, list[str]]] = []
+    for key, value in data.items():
+        name = by_key.get(str(key))
+        if name is None:
+            if model.model_config.get("extra") != "allow":
+                hits.append((f"{path}.{key}", sorted(model.model_fields)))
+            continue
+        hits += unknown_fields(model.model_fields[name].annotation, value, f"{path}.{key}")
+    return hits
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` -> ``X``."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _union_member_for(members: tuple[Any, ...], data: Any) -> Any:
+    """The union member ``data`` is meant for (the one of its shape, or the first model it validates as)."""
+    mapping, sequence = isinstance(data, dict), isinstance(data, list | tuple)
+    fitting = []
+    for m in map(_unwrap, members):
+        origin = typing.get_origin(m)
+        is_model = isinstance(m, type) and issubclass(m, BaseModel)
+        if mapping and (is_model or origin in (dict, collections.abc.Mapping)):
+            fitting.append(m)
+        elif sequence and origin in (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set):
+            fitting.append(m)
+    if len(fitting) <= 1:
+        return fitting[0] if fitting else None
+    for m in fitting:
+        try:
+            TypeAdapter(m).validate_python(data)
+        except ValidationError:
+            continue
+        return m
+    return None
 
 
 def _check_inputs(node: Any, names: dict[str, Any], src: str | None) -> list[Problem]:

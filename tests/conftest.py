@@ -22,7 +22,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import RunSnapshot
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_TASK_MODULES = "tasks,tests.pipelines,tests.hostile_tasks"
+TEST_TASK_MODULES = "tasks,tests.pipelines,tests.hostile_tasks,tests.retry_tasks"
 TEST_PREFIXES = "tasks.,tests."
 
 

@@ -134,3 +134,24 @@ class EchoConfig(BaseModel):
 def echo(config: EchoConfig) -> dict[str, str]:
     """Returns its param unchanged: strings are data, never code."""
     return {"text": config.text}
+
+
+class DbSettings(BaseModel):
+    host: str = "localhost"
+    port: int = 5432
+
+
+class DbConnConfig(BaseModel):
+    """Nested models at every shape the strict params check walks (no ``extra='forbid'`` anywhere)."""
+
+    db: DbSettings = DbSettings()
+    replicas: list[DbSettings] = []
+    by_region: dict[str, DbSettings] = {}
+    fallback: DbSettings | None = None
+    label: str = ""
+
+
+@task(name="tests.dbconn")
+def dbconn(config: DbConnConfig) -> dict[str, Any]:
+    """Returns the params it ran with, so a test sees what a nested override reached."""
+    return config.model_dump()
