@@ -12,6 +12,10 @@ chordflow:active                          set     run ids not yet finished (what
 chordflow:reaper-lock                     string  held by the one worker reaping this interval (PX)
 chordflow:due                             zset    "<rid>|<node>" -> epoch ms (Redis TIME) a retry or re-check is due
 chordflow:wake                            pubsub  published when something becomes due (wakes the schedulers)
+chordflow:notify                          zset    run_id -> epoch ms its end notification is due (the outbox:
+                                                  ZADDed by the ledger in the step that finalizes a run whose
+                                                  meta has "notify"; claimed and delivered by workers)
+chordflow:notify-wake                     pubsub  published when a notification is enqueued
 chordflow:workers                         hash    worker instance -> JSON announcement (name, host, pid, queues,
                                                   tasks, task modules, delivery tags it holds)
 chordflow:workers:seen                    zset    worker instance -> epoch ms (Redis TIME) its announcement expires
@@ -54,6 +58,8 @@ ACTIVE_RUNS = f"{PREFIX}:active"
 REAPER_LOCK = f"{PREFIX}:reaper-lock"
 DUE = f"{PREFIX}:due"
 WAKE_CHANNEL = f"{PREFIX}:wake"
+NOTIFY = f"{PREFIX}:notify"
+NOTIFY_CHANNEL = f"{PREFIX}:notify-wake"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_SEEN = f"{PREFIX}:workers:seen"
 UNACKED_SEEN = f"{PREFIX}:unacked-seen"
@@ -89,15 +95,16 @@ class RunKeys:
     waiting: str
     events: str
     active_runs: str  #: global, not per run (the ledger never expires the global keys)
-    due: str  #: global: retries and re-checks by due time; always last
+    due: str  #: global: retries and re-checks by due time
+    notify: str  #: global: the outbox of run-end notifications; always last
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
         return [getattr(self, f.name) for f in fields(self)]
 
     def per_run(self) -> list[str]:
-        """The keys owned by this run (everything but the two global keys at the end)."""
-        return self.ordered()[:-2]
+        """The keys owned by this run (everything but the three global keys at the end)."""
+        return self.ordered()[:-3]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -125,4 +132,5 @@ def run_keys(run_id: str) -> RunKeys:
         events=f"{base}:events",
         active_runs=ACTIVE_RUNS,
         due=DUE,
+        notify=NOTIFY,
     )

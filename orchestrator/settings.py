@@ -151,6 +151,8 @@ class RedisUnauthenticated(ChordflowError):
 def url_has_password(url: str) -> bool:
     """Whether ``url`` authenticates: a password in the userinfo or a ``password=`` query parameter."""
     parts = urlsplit(url)
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        return True  # userinfo with an unencoded '/': connect() reports that it cannot be parsed, masked
     try:
         if parts.password:
             return True

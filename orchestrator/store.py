@@ -273,9 +273,11 @@ class RunStore:
         """Extend a live attempt's lease; False if the attempt no longer owns the node."""
         return bool(self._call(run_id, "heartbeat", node, token, lease_ms))
 
-    def reap(self, run_id: str, max_lost: int, stale_ms: int) -> int:
-        """Requeue (or fail) attempts whose lease expired, re-dispatch nodes waiting over ``stale_ms``."""
-        return int(self._call(run_id, "reap", max_lost, stale_ms))
+    def reap(self, run_id: str, max_lost: int, stale_ms: int, lost_ms: int | None = None) -> int:
+        """Requeue (or fail) attempts whose lease expired; re-dispatch nodes queued over ``lost_ms`` whose
+        message is nowhere (neither reserved nor queued), and any queued over ``stale_ms``."""
+        lost_ms = stale_ms if lost_ms is None else lost_ms
+        return int(self._call(run_id, "reap", max_lost, stale_ms, lost_ms, keys.KOMBU_UNACKED))
 
     def active_runs(self) -> list[str]:
         return sorted(self.r.smembers(keys.ACTIVE_RUNS))

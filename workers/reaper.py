@@ -50,7 +50,8 @@ class Reaper(threading.Thread):
             return 0
         reaped = give_back.sweep() if give_back is not None else 0
         for run_id in store.active_runs():
-            n = store.reap(run_id, self.settings.max_worker_lost, self.settings.visibility_timeout_s * 1000)
+            n = store.reap(run_id, self.settings.max_worker_lost, self.settings.visibility_timeout_s * 1000,
+                           lost_ms=int(self.settings.lease_s * 2000))  # fmt: skip
             if n:
                 self.log.warning("reaper.requeued", run_id=run_id, attempts=n)
                 reaped += n

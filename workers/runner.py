@@ -238,9 +238,10 @@ class NodeRunner:
             # The next attempt is due in the ledger (Redis time); this message is done. Celery and Flower
             # see RETRY with the scrubbed error; no new message is published here.
             raise Retry(exc=TaskFailed(f"{error['type']}: {error['message']}"), when=round(wait_s, 3)) from None
+        # The report is on disk before the ledger says "failed": whoever is told the run ended finds it.
+        self._write_error_report(claim, ctx, error, host)
         if store.fail(run_id, node, token, json.dumps(error), line) != "ok":
             return error
-        self._write_error_report(claim, ctx, error, host)
         ctx.log.error("task.failed", error=error["type"], message=error["message"], reason=reason)
         return error
 

@@ -4,6 +4,7 @@
 --   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
 --   16 lost  17 waiting  18 events (stream)  19 active runs (global set)  20 due (global zset)
+--   21 notify (global zset: the outbox of run-end notifications)
 --   The two global keys are never expired here; N_RUN_KEYS are the run's own.
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
@@ -22,6 +23,8 @@ local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], 
 local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local K_LOST, K_WAITING, K_EVENTS, K_ACTIVE, K_DUE = KEYS[16], KEYS[17], KEYS[18], KEYS[19], KEYS[20]
+local K_NOTIFY = KEYS[21]
+local NOTIFY_CHANNEL = 'chordflow:notify-wake'  -- keys.NOTIFY_CHANNEL
 local N_RUN_KEYS = 18
 local EVENTS_MAXLEN = 10000  -- keys.EVENTS_MAXLEN
 local WAKE_CHANNEL = 'chordflow:wake'  -- keys.WAKE_CHANNEL (a channel, not a key; checked by tests/unit/test_structure.py)
@@ -63,6 +66,11 @@ local function finalize_run()
   end
   redis.call('HSET', K_META, 'state', st, 'finished_at', NOW_S)
   run_event(st)
+  if redis.call('HEXISTS', K_META, 'notify') == 1 then
+    -- the outbox: whoever is (or is not) still watching, a worker delivers it (at least once)
+    redis.call('ZADD', K_NOTIFY, NOW_MS, RUN_ID)
+    redis.call('PUBLISH', NOTIFY_CHANNEL, RUN_ID)
+  end
   local ttl = tonumber(redis.call('HGET', K_META, 'ttl_s') or '604800')
   for i = 1, N_RUN_KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
   redis.call('SREM', K_ACTIVE, RUN_ID)
@@ -79,16 +87,22 @@ local function finish(node, state)
 end
 
 -- publish the node's Celery message; `front` puts it at the head of the queue (given-back work)
-local function dispatch(node, front)
+-- the Celery message of `node` with task id `tid` (the same bytes every time: a dispatch can be found again)
+local function message_of(node, tid)
   local s = spec(node)
   local tmpl = redis.call('HGET', K_TEMPLATES, s.task)
-  local n = redis.call('HINCRBY', K_META, 'dispatched', 1)
-  local tid = RUN_ID .. '.' .. node .. '.' .. n
   local body = '[["' .. RUN_ID .. '","' .. node .. '"],{},{"callbacks":null,"errbacks":null,"chain":'
     .. (s.chain or 'null') .. ',"chord":null}]'
   -- one pass over the template; a table replacement inserts values literally (no % escapes)
-  local msg = string.gsub(tmpl, '@@(%u+)@@', {BODY = cjson.encode(body), ID = tid, NODE = node, RUN = RUN_ID})
-  redis.call(front and 'RPUSH' or 'LPUSH', s.q, msg)
+  return (string.gsub(tmpl, '@@(%u+)@@', {BODY = cjson.encode(body), ID = tid, NODE = node, RUN = RUN_ID}))
+end
+
+local function dispatch(node, front)
+  local s = spec(node)
+  local n = redis.call('HINCRBY', K_META, 'dispatched', 1)
+  local tid = RUN_ID .. '.' .. node .. '.' .. n
+  redis.call(front and 'RPUSH' or 'LPUSH', s.q, message_of(node, tid))
+  redis.call('HSET', K_TASK_IDS, node, tid)  -- the message now in flight for it (see op_reap)
   set_state(node, 'queued')
   redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
   redis.call('ZADD', K_WAITING, NOW_MS, node)
@@ -125,6 +139,7 @@ local function propagate(node, ok)
       elseif cs.via == 'chain' then
         -- its predecessor's Celery chain publishes it when that task returns
         set_state(c, 'queued')
+        redis.call('HDEL', K_TASK_IDS, c)  -- Celery names the chain's message: nothing to look for
         redis.call('HSET', K_TIMES, c .. ':queued', NOW_S)
         redis.call('ZADD', K_WAITING, NOW_MS, c)
       else
@@ -337,7 +352,24 @@ end
 -- are harmless (leases, write-once settles).
 local function op_reap()
   local max_lost, stale_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local lost_ms, unacked = tonumber(ARGV[5]), ARGV[6]
   local n = 0
+  -- A message can vanish for good: kombu pops it (BRPOP) *before* recording it as unacked, so a worker
+  -- killed in between loses it. A node queued for lost_ms whose message is neither reserved (kombu's
+  -- unacked hash) nor in its queue is dispatched again; one that is found is looked at again lost_ms later.
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - lost_ms, 'LIMIT', 0, 50)) do
+    local tid = redis.call('HGET', K_TASK_IDS, node)
+    if redis.call('HGET', K_STATE, node) == 'queued' and tid then
+      if redis.call('HEXISTS', unacked, tid) == 1
+          or redis.call('LPOS', spec(node).q, message_of(node, tid), 'RANK', -1) then
+        redis.call('ZADD', K_WAITING, NOW_MS, node)
+      else
+        redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'message_lost', at = NOW_S}))
+        dispatch(node, true)
+        n = n + 1
+      end
+    end
+  end
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - stale_ms)) do
     local st = redis.call('HGET', K_STATE, node)
     if st == 'queued' then

@@ -329,3 +329,34 @@ def test_reaper_redispatches_a_node_whose_message_was_lost(client: Client, redis
     snap = client.wait(run_id, timeout_s=30, poll_s=0.05)
     assert snap.state == "succeeded" and snap.attempts["orphan"] == "1"
     assert redis_client.zcard(k.waiting) == 0
+
+
+def test_message_lost_between_pop_and_unacked_is_dispatched_again(client: Client, redis_client: redis.Redis) -> None:
+    """kombu pops a message before it records it as unacked: a worker killed in between loses it. A node
+    queued longer than the check interval whose message is neither reserved nor queued is dispatched again."""
+    from orchestrator.keys import KOMBU_UNACKED
+    from tests.integration.test_engine import _create_undispatched
+    from tests.unregistered_tasks import nowhere  # queue 'nobody': no worker takes the message away
+
+    run_id = _create_undispatched(client, Pipeline("lost-pop").add_task(nowhere, name="n"))
+    client.store.dispatch(run_id, ["n"])
+    k = run_keys(run_id)
+    tid = redis_client.hget(k.task_ids, "n")
+    mine = [m for m in redis_client.lrange("nobody", 0, -1) if tid in m]
+    assert len(mine) == 1
+    redis_client.zadd(k.waiting, {"n": 1})  # queued long ago
+    # While the message is in its queue, or reserved by a worker, nothing happens
+    assert client.store.reap(run_id, 2, stale_ms=3_600_000, lost_ms=1000) == 0
+    redis_client.lrem("nobody", 0, mine[0])
+    redis_client.hset(KOMBU_UNACKED, tid, json.dumps([json.loads(mine[0]), "", "nobody"]))
+    redis_client.zadd(k.waiting, {"n": 1})
+    assert client.store.reap(run_id, 2, stale_ms=3_600_000, lost_ms=1000) == 0
+    # When it is nowhere (popped, never recorded), it is dispatched again at once, not after the 1 h timeout
+    redis_client.hdel(KOMBU_UNACKED, tid)
+    redis_client.zadd(k.waiting, {"n": 1})
+    assert client.store.reap(run_id, 2, stale_ms=3_600_000, lost_ms=1000) == 1
+    again = [m for m in redis_client.lrange("nobody", 0, -1) if run_id in m]
+    assert len(again) == 1 and redis_client.hget(k.task_ids, "n") != tid
+    assert any(e.get("reason") == "message_lost" for e in client.store.attempt_log(run_id))
+    client.cancel(run_id)
+    redis_client.lrem("nobody", 0, again[0])

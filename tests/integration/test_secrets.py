@@ -313,5 +313,7 @@ def test_redis_url_credentials_never_printed(form: str, cli_env: dict[str, str])
     assert "Traceback" not in out
     if "/" in userinfo:
         assert proc.returncode == 2 and "cannot be parsed" in out and "percent-encode" in out, out
+    elif ":" not in userinfo:  # redis://SECRET@host names a user and no password: refused as unauthenticated
+        assert proc.returncode == 2 and "has no password" in out, out
     else:
         assert proc.returncode == 4 and "cannot reach Redis" in out, out

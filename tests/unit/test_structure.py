@@ -41,3 +41,4 @@ def test_ledger_wakes_the_channel_the_schedulers_listen_on() -> None:
 
     ledger = (REPO / "orchestrator" / "lua" / "ledger.lua").read_text()
     assert f"local WAKE_CHANNEL = '{keys.WAKE_CHANNEL}'" in ledger
+    assert f"local NOTIFY_CHANNEL = '{keys.NOTIFY_CHANNEL}'" in ledger
