@@ -35,6 +35,11 @@ def fanout(n: int) -> Pipeline:
     return p
 
 
+def one_job() -> Pipeline:
+    """A web app's job: one no-op task (job latency)."""
+    return Pipeline("job").add_task(noop, name="job")
+
+
 def chain(n: int) -> Pipeline:
     """``n`` no-ops in sequence."""
     p = Pipeline(f"chain-{n}")
