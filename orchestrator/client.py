@@ -111,14 +111,15 @@ class Client:
             if problems:
                 raise Unroutable("nothing was submitted: " + "; ".join(problems))
         run_id = self.store.reserve_run_id()
-        self.store.create_run(
+        if not self.store.create_run(
             run_id,
             meta={"pipeline": plan.pipeline, "source": pipeline.source or ""},
             records=node_records(self.app, run_id, plan),
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
-        )
-        self._dispatch_roots(run_id, plan.roots)
+            roots=plan.roots,
+        ):
+            self._dispatch_roots(run_id, plan.roots)
         return run_id
 
     def _dispatch_roots(self, run_id: str, roots: list[str]) -> None:

@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,15 @@ local wait = -1
 if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
 return {due, wait}
 """
+_RESERVE_LUA = """
+-- reserve(run_id, ttl_s): claim the run's meta hash if nobody has it (a collision returns 0)
+if redis.call('HSETNX', KEYS[1], 'run_id', ARGV[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+CLOCK_REFRESH_S = 30.0  #: how long a Redis TIME reading is carried forward on the monotonic clock
 HASH_CHUNK = 5000  #: fields per HSET, keeps single commands small
 DISPATCH_CHUNK = 1000  #: roots per ledger call, keeps Redis responsive
 
@@ -136,16 +146,27 @@ class RunStore:
         source = resources.files("orchestrator").joinpath("lua/ledger.lua").read_text(encoding="utf-8")
         self._ledger = self.r.register_script(source)
         self._due_script = self.r.register_script(_DUE_LUA)
+        self._reserve = self.r.register_script(_RESERVE_LUA)
+        self._ledger_source = source
+        self._ledger_loaded = False
+        self._clock: tuple[float, float] | None = None
 
     # -- creation ---------------------------------------------------------------------------
 
+    def redis_now(self) -> float:
+        """Redis time without a round trip: Redis ``TIME`` read at most every ``CLOCK_REFRESH_S``, carried
+        forward on this host's monotonic clock (never its wall clock, which may be off)."""
+        mono = time.monotonic()
+        if self._clock is None or mono - self._clock[1] > CLOCK_REFRESH_S:
+            self._clock = (self.now(), time.monotonic())
+        return self._clock[0] + (mono - self._clock[1])
+
     def reserve_run_id(self) -> str:
-        """Reserve a fresh run id atomically (HSETNX), retrying on the rare collision."""
+        """Reserve a fresh run id atomically (HSETNX + EXPIRE in one script), retrying on the rare collision."""
         for _ in range(20):
-            run_id = new_run_id(datetime.fromtimestamp(self.now(), UTC))  # Redis time: ids sort across hosts
-            meta = keys.run_keys(run_id).meta
-            if self.r.hsetnx(meta, "run_id", run_id):
-                self.r.expire(meta, 3600)  # an abandoned reservation goes away; create_run persists it
+            run_id = new_run_id(datetime.fromtimestamp(self.redis_now(), UTC))  # Redis time: ids sort across hosts
+            # an abandoned reservation goes away after an hour; create_run persists it
+            if self._reserve(keys=[keys.run_keys(run_id).meta], args=[run_id, 3600]):
                 return run_id
         raise RedisUnavailable("could not reserve a unique run id after 20 attempts")
 
@@ -156,10 +177,20 @@ class RunStore:
         records: dict[str, str],
         pending: dict[str, int],
         templates: dict[str, str],
-    ) -> None:
-        """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing)."""
+        roots: list[str] | None = None,
+    ) -> bool:
+        """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing).
+
+        With ``roots`` (at most ``DISPATCH_CHUNK``), the same transaction also dispatches them: a small
+        job costs two round trips to submit. Returns whether the roots were dispatched (if not, call
+        :meth:`dispatch`: e.g. Redis lost its script cache in between).
+        """
         k = keys.run_keys(run_id)
-        created = self.now()  # Redis time, not this host's clock: spans and ages agree across hosts
+        created = self.redis_now()  # Redis time, not this host's clock: spans and ages agree across hosts
+        with_roots = bool(roots) and len(roots or []) <= DISPATCH_CHUNK
+        if with_roots and not self._ledger_loaded:
+            self.r.script_load(self._ledger_source)
+            self._ledger_loaded = True
         pipe = self.r.pipeline(transaction=True)
         for chunk in _chunks(records.items()):
             pipe.hset(k.nodes, mapping=dict(chunk))
@@ -183,8 +214,14 @@ class RunStore:
         pipe.zadd(keys.RUNS_INDEX, {run_id: created})
         pipe.sadd(keys.ACTIVE_RUNS, run_id)
         pipe.persist(k.meta)  # a run's keys never expire while it is active; the TTL starts when it ends
+        if with_roots:
+            ledger_keys = _ledger_keys(run_id)
+            pipe.evalsha(self._ledger.sha, len(ledger_keys), *ledger_keys, "dispatch", run_id, *(roots or []))
         try:
-            pipe.execute()
+            results = pipe.execute(raise_on_error=False)
+            errors = [r for r in results[:-1 if with_roots else None] if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
         except redis.RedisError as exc:
             self._forget(run_id)
             if "OOM" in str(exc) or "maxmemory" in str(exc):
@@ -193,6 +230,10 @@ class RunStore:
                     "free memory or raise maxmemory"
                 ) from exc
             raise RedisUnavailable(f"Redis refused to create run {run_id}: {exc}") from exc
+        if with_roots and isinstance(results[-1], Exception):
+            self._ledger_loaded = False  # e.g. NOSCRIPT after a Redis restart: the caller dispatches
+            return False
+        return with_roots
 
     def _forget(self, run_id: str) -> None:
         try:
