@@ -1,7 +1,8 @@
 """structlog JSON lines, tagged run_id / task / attempt / host by the runner.
 
-One event per lifecycle transition: task.started, task.retrying,
-task.succeeded, task.failed. With ``log_file`` set, lines also go to a
+One event per lifecycle transition: task.started (debug), task.retrying,
+task.succeeded, task.failed; plus the workers' own (worker.silent,
+worker.messages_given_back, task.unregistered, reaper.requeued). With ``log_file`` set, lines also go to a
 rotating file (10 MB x 5).
 
 Every event goes through :func:`mask_secrets` before it is rendered, so what task code passes

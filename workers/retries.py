@@ -1,9 +1,11 @@
 """RetryPolicy -> tenacity: whether a failed attempt is retried, and after how long.
 
 Attempts are not looped in-process: the runner asks :func:`next_wait` and, if
-it gets a number, re-schedules the Celery message with that countdown, so a
-task waiting out its backoff holds no worker slot and each attempt gets its own
-time limits. tenacity supplies the predicates and the backoff curve.
+it gets a number, the ledger schedules the next attempt that many seconds later
+by Redis time (its due index, woken by :mod:`workers.scheduler`), so a task
+waiting out its backoff holds no worker slot, survives its worker's death, and
+each attempt gets its own time limits. tenacity supplies the predicates and the
+backoff curve.
 """
 
 from __future__ import annotations
