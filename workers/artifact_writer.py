@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from workers.logs import get_logger
+from workers.threads import leave_signals_to_main_thread
 
 MAX_PENDING = 10_000
 
@@ -53,6 +54,7 @@ class ArtifactWriter:
         atexit.register(self.flush)
 
     def _loop(self) -> None:
+        leave_signals_to_main_thread()
         while True:
             self._run(self._queue.get())
 

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from workers.logs import get_logger
+from workers.threads import leave_signals_to_main_thread
 
 
 class Heartbeat:
@@ -46,6 +47,7 @@ class Heartbeat:
             return self._attempts.get((run_id, node)) == token
 
     def _loop(self) -> None:
+        leave_signals_to_main_thread()
         stop = threading.Event()
         while not stop.wait(self.interval_s):
             with self._lock:

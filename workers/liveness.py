@@ -25,6 +25,7 @@ from orchestrator import keys
 from orchestrator.fleet import Fleet, WorkerInfo
 from orchestrator.settings import Settings
 from workers.logs import get_logger
+from workers.threads import leave_signals_to_main_thread
 
 
 def held_delivery_tags() -> list[str]:
@@ -60,6 +61,7 @@ class Announcer(threading.Thread):
         self.fleet: Fleet | None = None
 
     def run(self) -> None:
+        leave_signals_to_main_thread()
         from orchestrator.store import connect
 
         self.fleet = Fleet(connect(self.settings.redis_url_value()))

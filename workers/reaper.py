@@ -23,6 +23,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import RunStore, connect
 from workers.liveness import GiveBack
 from workers.logs import get_logger
+from workers.threads import leave_signals_to_main_thread
 
 
 class Reaper(threading.Thread):
@@ -34,6 +35,7 @@ class Reaper(threading.Thread):
         self.log = get_logger(component="reaper")
 
     def run(self) -> None:
+        leave_signals_to_main_thread()
         store = RunStore(connect(self.settings.redis_url_value()), self.settings.run_ttl_s)
         give_back = GiveBack(self.settings, Fleet(store.r))
         interval = self.settings.reaper_interval_s

@@ -20,6 +20,7 @@ from orchestrator import keys
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore, connect
 from workers.logs import get_logger
+from workers.threads import leave_signals_to_main_thread
 
 MAX_SLEEP_S = 1.0  #: look again at least this often (a missed wake-up costs at most this)
 
@@ -32,6 +33,7 @@ class DueScheduler(threading.Thread):
         self.log = get_logger(component="scheduler")
 
     def run(self) -> None:
+        leave_signals_to_main_thread()
         store = RunStore(connect(self.settings.redis_url_value()), self.settings.run_ttl_s)
         pubsub = None
         while not self.stop_event.is_set():
