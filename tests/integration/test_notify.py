@@ -318,6 +318,23 @@ def test_429_is_retried(nclient: Client, receiver: Receiver, redis_client: redis
     assert [(x["outcome"], x["status"]) for x in records] == [("retrying", 429), ("delivered", 200)]
 
 
+def test_a_retried_run_is_notified_again_under_a_new_key(
+    nclient: Client, receiver: Receiver, redis_client: redis.Redis
+) -> None:
+    p, flag = path(), f"tests:notify-gate:{uuid.uuid4().hex}"
+    pipeline = Pipeline("notify-retry").add_task(gate, params={"flag": flag})
+    run_id = nclient.submit(pipeline, notify={"webhooks": [receiver.url(p)]})
+    settled(nclient, redis_client, run_id)
+    redis_client.set(flag, "1", ex=300)
+    assert nclient.retry(run_id) == 1
+    records = settled(nclient, redis_client, run_id)
+    reqs = wait_for(lambda: receiver.at(p) if len(receiver.at(p)) == 2 else None, 10, "two webhooks")
+    first, second = (verify(r) for r in reqs)
+    assert (first["state"], second["state"]) == ("failed", "succeeded")
+    assert first["idempotency_key"] != second["idempotency_key"]
+    assert [x["key"] for x in records] == [first["idempotency_key"], second["idempotency_key"]]
+
+
 # -- e-mail -----------------------------------------------------------------------------------------
 
 
