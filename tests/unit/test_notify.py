@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,12 +31,28 @@ META = {
 }  # fmt: skip
 
 
+def readme_verify() -> Any:
+    """The receiver's check exactly as README "Notifications" shows it."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(import hashlib, hmac, time\n\ndef verify_chordflow.*?)```", text, re.S)
+    assert code, "README lost its verify_chordflow snippet"
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)  # noqa: S102 - our own README
+    return namespace["verify_chordflow"]
+
+
 def test_signature_is_what_the_readme_tells_receivers_to_compute() -> None:
     body = body_bytes(build_payload("20261124-000000-abcdef", META, {}))
-    headers = webhook_headers(b"k3y", "1795500013", body, "rid:1")
-    expected = hmac.new(b"k3y", b"1795500013." + body, hashlib.sha256).hexdigest()
+    now = str(int(time.time()))
+    headers = webhook_headers(b"k3y", now, body, "rid:1")
+    expected = hmac.new(b"k3y", now.encode() + b"." + body, hashlib.sha256).hexdigest()
     assert headers["X-Chordflow-Signature"] == f"sha256={expected}"
-    assert headers["X-Chordflow-Timestamp"] == "1795500013"
+    verify = readme_verify()
+    assert verify(b"k3y", headers, body)
+    assert not verify(b"other", headers, body)
+    assert not verify(b"k3y", headers, body + b" ")
+    assert not verify(b"k3y", {**headers, "X-Chordflow-Timestamp": str(int(now) - 3600)}, body)  # replayed late
+    assert headers["X-Chordflow-Timestamp"] == now
     assert headers["X-Chordflow-Idempotency-Key"] == "rid:1"
     assert headers["X-Chordflow-Event"] == "run.finished"
 
