@@ -220,6 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return ExitCode.OK
         console.print(f"run [bold]{safe(run_id)}[/bold] of pipeline '{safe(plan.pipeline)}' ({len(plan.order)} tasks)")
         snap = _watch(client, run_id, plan.order, args, stack)
+        if stack is not None and snap.finished and client.notifications_pending(run_id, wait_s=30):
+            err_console.print("[yellow]warning[/yellow]: notifications still undelivered; embedded workers stop now")
         _print_summary(snap, settings, plan)
         _print_sink_results(client, snap, plan)
         if not snap.finished:

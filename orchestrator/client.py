@@ -27,7 +27,7 @@ from orchestrator.errors import (
     Unroutable,
 )
 from orchestrator.fleet import Fleet, unroutable
-from orchestrator.keys import run_keys, run_notifications
+from orchestrator.keys import NOTIFY, run_keys, run_notifications
 from orchestrator.limits import Limits
 from orchestrator.model import Pipeline
 from orchestrator.notify import NotifyConfig, effective
@@ -186,6 +186,16 @@ class Client:
         """Every notification delivery attempt of the run, oldest first (see :mod:`workers.notifier`)."""
         raw = self.store.r.lrange(run_notifications(check_run_id(run_id)), 0, -1)
         return [json.loads(x) for x in raw]
+
+    @_redis_errors
+    def notifications_pending(self, run_id: str, wait_s: float = 0.0) -> bool:
+        """Whether the run's end is still waiting in the outbox to be announced (after up to ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        while self.store.r.zscore(NOTIFY, run_id) is not None:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.05)
+        return False
 
     @_redis_errors
     def results(self, run_id: str) -> dict[str, Any]:
