@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true", help="print the run id and return at once")
     run.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
     run.add_argument("--no-progress", action="store_true", help="no live progress bars")
+    run.add_argument("--notify-webhook", action="append", default=[], metavar="URL",
+                     help="POST a signed JSON notice here when the run ends (repeatable; adds to [notify])")
+    run.add_argument("--notify-email", action="append", default=[], metavar="ADDR",
+                     help="e-mail this address when the run ends (repeatable; adds to [notify])")
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("status", help="a run's state, per task")
@@ -183,6 +187,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.client import parse_param_overrides
     from orchestrator.loader import load_pipeline
+    from orchestrator.notify import effective
     from orchestrator.plan import build_plan
 
     settings = Settings()
@@ -195,6 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if overrides:
         pipeline = pipeline.with_params(overrides)
     plan = build_plan(pipeline, settings.default_queue, settings.max_chain, limits)  # validates; no Redis yet
+    notify = {"webhooks": args.notify_webhook, "emails": args.notify_email}
+    effective(pipeline.notify, notify)  # validates the per-run targets before anything is written
     if args.dry_run:
         _print_plan(plan)
         return ExitCode.OK
@@ -207,12 +214,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stack is None:  # embedded workers are starting with this command; their tasks are ours
             for problem in client.unroutable(plan):
                 err_console.print(f"[yellow]warning[/yellow]: {safe(problem)}", highlight=False, soft_wrap=True)
-        run_id = client.submit(pipeline)
+        run_id = client.submit(pipeline, notify=notify)
         if args.detach:
             console.print(safe(run_id))
             return ExitCode.OK
         console.print(f"run [bold]{safe(run_id)}[/bold] of pipeline '{safe(plan.pipeline)}' ({len(plan.order)} tasks)")
         snap = _watch(client, run_id, plan.order, args, stack)
+        if stack is not None and snap.finished and client.notifications_pending(run_id, wait_s=30):
+            err_console.print("[yellow]warning[/yellow]: notifications still undelivered; embedded workers stop now")
         _print_summary(snap, settings, plan)
         _print_sink_results(client, snap, plan)
         if not snap.finished:
@@ -367,6 +376,8 @@ def _client() -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.notify import public_view
+
     client = _client()
     snap = client.status(args.run_id)
     if args.json:
@@ -375,7 +386,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 {
                     "run_id": snap.run_id,
                     "state": snap.state,
-                    "meta": snap.meta,
+                    "meta": {**snap.meta, **({"notify": public_view(snap.meta["notify"])} if "notify" in snap.meta
+                                             else {})},  # fmt: skip
+                    "notifications": client.notifications(args.run_id),
                     "tasks": {
                         n: {
                             "state": s,

@@ -27,13 +27,14 @@ from orchestrator.errors import (
     Unroutable,
 )
 from orchestrator.fleet import Fleet, unroutable
-from orchestrator.keys import run_keys
+from orchestrator.keys import NOTIFY, run_keys, run_notifications
 from orchestrator.limits import Limits
 from orchestrator.model import Pipeline
+from orchestrator.notify import NotifyConfig, effective
 from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL_RUN_STATES
-from orchestrator.store import RunSnapshot, RunStore, check_redis_config, connect
+from orchestrator.store import RunSnapshot, RunStore, check_redis_config, check_run_id, connect
 
 T = TypeVar("T")
 COALESCE_S = 0.05  #: how long Client.wait gathers events of a running run before re-reading its state
@@ -94,8 +95,17 @@ class Client:
         )
 
     @_redis_errors
-    def submit(self, pipeline: Pipeline, params: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    def submit(
+        self,
+        pipeline: Pipeline,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        notify: NotifyConfig | Mapping[str, Any] | None = None,
+    ) -> str:
         """Validate, create the run in Redis and dispatch its roots; returns the ``run_id`` at once.
+
+        ``notify`` (``{"webhooks": [...], "emails": [...], "on": [...]}``) adds to the pipeline's
+        ``[notify]``; workers announce the run's end there (see :mod:`workers.notifier`).
 
         Raises:
             PipelineInvalid: before anything is written.
@@ -105,6 +115,7 @@ class Client:
         if params:
             pipeline = pipeline.with_params(params)
         plan = self.plan(pipeline)
+        notify_cfg = effective(pipeline.notify, notify)
         self.check_redis()
         if self.settings.refuse_unroutable:
             problems = self.unroutable(plan)
@@ -113,7 +124,8 @@ class Client:
         run_id = self.store.reserve_run_id()
         if not self.store.create_run(
             run_id,
-            meta={"pipeline": plan.pipeline, "source": pipeline.source or ""},
+            meta={"pipeline": plan.pipeline, "source": pipeline.source or "",
+                  **({"notify": notify_cfg.model_dump_json()} if notify_cfg else {})},  # fmt: skip
             records=node_records(self.app, run_id, plan),
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
@@ -169,6 +181,22 @@ class Client:
     @_redis_errors
     def runs(self, limit: int = 20) -> list[RunSnapshot]:
         return self.store.recent_runs(limit)
+
+    @_redis_errors
+    def notifications(self, run_id: str) -> list[dict[str, Any]]:
+        """Every notification delivery attempt of the run, oldest first (see :mod:`workers.notifier`)."""
+        raw = self.store.r.lrange(run_notifications(check_run_id(run_id)), 0, -1)
+        return [json.loads(x) for x in raw]
+
+    @_redis_errors
+    def notifications_pending(self, run_id: str, wait_s: float = 0.0) -> bool:
+        """Whether the run's end is still waiting in the outbox to be announced (after up to ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        while self.store.r.zscore(NOTIFY, run_id) is not None:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.05)
+        return False
 
     @_redis_errors
     def results(self, run_id: str) -> dict[str, Any]:

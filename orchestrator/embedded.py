@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
 from orchestrator.errors import EmbeddedStartError
 from orchestrator.settings import Settings
@@ -249,7 +250,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings:
         if value is None or name == "redis_url":
             continue
-        if isinstance(value, Path):
+        if isinstance(value, SecretStr):  # str() would give '**********' (a webhook secret, an SMTP password)
+            text = value.get_secret_value()
+        elif isinstance(value, Path):
             text = str(value.resolve())
         elif isinstance(value, list):
             text = json.dumps(value)

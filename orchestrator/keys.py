@@ -40,6 +40,8 @@ chordflow:run:{rid}:templates             hash    task name -> Celery message te
 chordflow:run:{rid}:task_ids              hash    node -> Celery task id of the running attempt (for revoke)
 chordflow:run:{rid}:lost                  hash    node -> attempts lost with their worker (bounded requeues)
 chordflow:run:{rid}:waiting               zset    node -> epoch ms it became queued/retrying (reaper safety net)
+chordflow:run:{rid}:notifications         list    one JSON line per notification delivery attempt (not in RunKeys:
+                                                  written by workers/notifier.py, with the run's TTL)
 chordflow:run:{rid}:events                stream  every state change and progress update, written by the ledger
                                                   in the same atomic step (kind=task|run|progress, node, state,
                                                   progress, at); trimmed to ~EVENTS_MAXLEN
@@ -70,6 +72,12 @@ KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message,
 def due_member(run_id: str, node: str) -> str:
     """Member of :data:`DUE` for one node (the ledger builds the same string)."""
     return f"{run_id}|{node}"
+
+
+def run_notifications(run_id: str) -> str:
+    """The run's list of notification delivery attempts (kept out of :class:`RunKeys`: the ledger never
+    touches it)."""
+    return f"{PREFIX}:run:{{{run_id}}}:notifications"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ A file looks like::
     uses = "tasks.etl.steps.clean"
     depends_on = ["ingest"]
 
+    [notify]                            # optional: see orchestrator.notify
+    webhooks = ["https://example.com/hooks/chordflow"]
+    emails = ["data-team@example.com"]
+    on = ["failed", "cancelled"]        # default: every end
+
 ``uses`` is imported only if it lies inside one of the allowed packages
 (``tasks.`` by default), matched on whole module-path components (``tasks``
 admits ``tasks.x`` but never ``tasks_evil``), so a pipeline file cannot make
@@ -32,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.limits import Limits, check_node_count
 from orchestrator.model import Node, Pipeline
+from orchestrator.notify import NotifyConfig
 from orchestrator.spec import spec_of
 
 
@@ -55,6 +61,7 @@ class _PipelineFile(BaseModel):
 
     pipeline: _Header
     tasks: dict[str, _NodeDecl]
+    notify: NotifyConfig | None = None
 
 
 def load_pipeline(
@@ -89,7 +96,7 @@ def load_pipeline(
     except ValidationError as exc:
         raise PipelineInvalid([_schema_problem(err, src) for err in exc.errors()]) from None
 
-    pipeline = Pipeline(decl.pipeline.name, source=src)
+    pipeline = Pipeline(decl.pipeline.name, source=src, notify=decl.notify)
     problems: list[Problem] = []
     for node_name, node in decl.tasks.items():
         spec, problem = _resolve(node.uses, allowed_prefixes)

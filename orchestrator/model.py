@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import PipelineInvalid, Problem, TaskDefinitionError
 from orchestrator.spec import TaskSpec, spec_of
+
+if TYPE_CHECKING:
+    from orchestrator.notify import NotifyConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Pipeline:
     name: str
     source: str | None = None  #: the file it was loaded from, for error messages
     nodes: list[Node] = field(default_factory=list)
+    notify: NotifyConfig | None = None  #: run-end notifications (``[notify]``); per-run config adds to it
 
     def add_task(
         self,
@@ -94,7 +98,7 @@ class Pipeline:
         nodes = [
             Node(n.name, n.spec, n.depends_on, deep_merge(n.params, overrides.get(n.name, {}))) for n in self.nodes
         ]
-        return Pipeline(self.name, self.source, nodes)
+        return Pipeline(self.name, self.source, nodes, self.notify)
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -96,6 +96,24 @@ class Settings(BaseSettings):
         "077", pattern=r"^0?[0-7]{3}$", description="octal umask of workers: 077 = artifacts 0600, dirs 0700"
     )
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
+    # run-end notifications (README "Notifications"); secrets by environment variable only
+    notify_sender: bool = Field(True, description="this worker delivers run-end notifications (false: it never does)")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key webhooks are signed with; unset: webhooks are refused (recorded failed)"
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, le=300, description="one webhook request or SMTP session")
+    notify_retry_s: float = Field(300.0, ge=0, description="a failing target is retried this long after its first try")
+    notify_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles, with jitter")
+    notify_backoff_max_s: float = Field(60.0, gt=0, description="longest wait between two attempts")
+    notify_lease_s: float = Field(
+        60.0, ge=1, description="a worker's claim on a run's notifications (at least 2 x notify_timeout_s is used)"
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail notifications; unset: e-mails fail")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_starttls: bool = Field(False, description="upgrade the SMTP connection with STARTTLS (certificate checked)")
+    smtp_user: str | None = Field(None, description="SMTP login (with smtp_password); unset: no AUTH")
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field("chordflow@localhost", description="From: of notification e-mails")
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
 

@@ -65,6 +65,7 @@ def worker_env(redis_server: RedisServer, artifact_root: Path) -> dict[str, str]
         "CHORDFLOW_ARTIFACT_ROOT": str(artifact_root),
         "CHORDFLOW_PROGRESS_INTERVAL_S": "0",
         "CHORDFLOW_TASK_EVENTS": "false",
+        "CHORDFLOW_NOTIFY_SENDER": "false",  # notifications are sent by tests/integration/test_notify.py's workers
         "C_FORCE_ROOT": "1",
     }
 

@@ -92,8 +92,8 @@ def _check_redis_at_start(settings: Settings) -> None:
 
 
 def _start_reaper_with_worker(settings: Settings) -> None:
-    """Run the reaper, the liveness announcer and the due-time scheduler in the worker's main process
-    while it consumes; flush artifacts at exit."""
+    """Run the reaper, the liveness announcer, the due-time scheduler and the notifier in the worker's
+    main process while it consumes; flush artifacts at exit."""
     from celery import signals
 
     from workers.artifact_writer import WRITER
@@ -103,10 +103,13 @@ def _start_reaper_with_worker(settings: Settings) -> None:
         WRITER.flush()
 
     from workers.liveness import Announcer
+    from workers.notifier import Notifier
     from workers.reaper import Reaper
     from workers.scheduler import DueScheduler
 
     threads: list[Any] = [Reaper(settings), DueScheduler(settings)]
+    if settings.notify_sender:
+        threads.append(Notifier(settings))
 
     @signals.worker_ready.connect(weak=False)
     def _start(sender: Any = None, **_: Any) -> None:
