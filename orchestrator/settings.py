@@ -96,6 +96,10 @@ class Settings(BaseSettings):
         "077", pattern=r"^0?[0-7]{3}$", description="octal umask of workers: 077 = artifacts 0600, dirs 0700"
     )
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
+    use_cache: bool = Field(True, description="reuse results of nodes whose fingerprint is unchanged (C5)")
+    state_dir: Path | None = Field(
+        None, description="embedded Redis data + file-hash cache; default: <project>/.chordflow"
+    )
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
 
@@ -129,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+    def state_path(self) -> Path:
+        """Where the embedded Redis keeps its data between invocations, and the input-file hash cache."""
+        return (self.state_dir or Path.cwd() / ".chordflow").resolve()
 
     def redis_url_value(self) -> str:
         """The Redis URL; raises :class:`RedisUnauthenticated` if it has no password and that is not allowed."""

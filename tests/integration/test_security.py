@@ -251,7 +251,7 @@ def test_11_long_names_get_error_reports_and_artifacts_are_private(client: Clien
     reports = list((artifact_root / "errors" / snap.run_id).glob("*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["task"] == name
     deadline = time.monotonic() + 10
-    metadata = artifact_root / "fine" / "v1" / snap.run_id / "metadata.json"
+    metadata = artifact_root / "long" / "fine" / "v1" / snap.run_id / "metadata.json"
     while not metadata.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     for path in (reports[0], metadata, metadata.with_name("result.json")):
