@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from orchestrator.errors import ChordflowError
-from orchestrator.trust import check_cwd_config, config_source
+from orchestrator.trust import check_cwd_config, config_source, project_dir
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 
@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     write_artifacts: bool = Field(True, description="write result.json/metadata.json per task")
     use_cache: bool = Field(True, description="reuse results of nodes whose fingerprint is unchanged (C5)")
     state_dir: Path | None = Field(
-        None, description="embedded Redis data + file-hash cache; default: <project>/.chordflow"
+        None,
+        description="embedded Redis data + file-hash cache; default: <project>/.chordflow "
+        "(project: CHORDFLOW_PROJECT_DIR, else the working directory)",
     )
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
@@ -136,7 +138,7 @@ class Settings(BaseSettings):
 
     def state_path(self) -> Path:
         """Where the embedded Redis keeps its data between invocations, and the input-file hash cache."""
-        return (self.state_dir or Path.cwd() / ".chordflow").resolve()
+        return (self.state_dir or (project_dir() or Path.cwd()) / ".chordflow").resolve()
 
     def redis_url_value(self) -> str:
         """The Redis URL; raises :class:`RedisUnauthenticated` if it has no password and that is not allowed."""

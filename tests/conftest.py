@@ -7,6 +7,7 @@ every test works in its own run ids.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ TEST_PREFIXES = "tasks.,tests."
 # would settle those runs as `cached`. Caching is off for them; tests/integration/test_cache.py
 # turns it on explicitly (Settings(use_cache=True), CHORDFLOW_USE_CACHE=true).
 os.environ.setdefault("CHORDFLOW_USE_CACHE", "false")
+os.environ.setdefault("CHORDFLOW_STATE_DIR", tempfile.mkdtemp(prefix="chordflow-test-state-"))  # not the checkout
 
 
 @pytest.hookimpl(hookwrapper=True)
