@@ -58,7 +58,17 @@ def is_reserved(node: str) -> bool:
     return node.lower() in RESERVED_NAMES
 
 
+def pipeline_part(pipeline: str) -> str:
+    """The pipeline name as one safe path component: as is when it already is one, else its unsafe
+    characters replaced and a short hash of the real name added (two names never share a folder)."""
+    if SAFE_PART.fullmatch(pipeline) and ".." not in pipeline:
+        return pipeline
+    slug = re.sub(r"[^A-Za-z0-9_.\-]", "_", pipeline).replace("..", "_").lstrip(".-") or "_"
+    return fit_name(slug[:100], "-" + hashlib.sha256(pipeline.encode()).hexdigest()[:8])
+
+
 def task_dir(root: Path, pipeline: str, node: str, version: str, run_id: str) -> Path:
+    pipeline = pipeline_part(pipeline)
     if is_reserved(pipeline):
         raise UnsafePath(f"pipeline name {pipeline!r} is reserved under the artifact root (rename the pipeline)")
     if is_reserved(node) or node.lower() == RUNS_DIR:
@@ -68,7 +78,7 @@ def task_dir(root: Path, pipeline: str, node: str, version: str, run_id: str) ->
 
 def manifest_path(root: Path, pipeline: str, run_id: str) -> Path:
     """The run-level manifest: every node's state, attempt, fingerprint and artifact path."""
-    return safe_path(root, pipeline, RUNS_DIR, run_id, "manifest.json")
+    return safe_path(root, pipeline_part(pipeline), RUNS_DIR, run_id, "manifest.json")
 
 
 def error_report_path(root: Path, run_id: str, node: str, attempt: int) -> Path:

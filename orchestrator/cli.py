@@ -585,7 +585,9 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
         highlight=False,
     )
     root = settings.artifact_root
-    pipeline = safe(snap.meta.get("pipeline", ""))
+    from orchestrator.artifacts import pipeline_part
+
+    pipeline = safe(pipeline_part(snap.meta.get("pipeline", "")))
     console.print(f"outputs: {safe(root)}/{pipeline}/<task>/v<version>/{safe(snap.run_id)}/ "
                   f"(manifest: {safe(root)}/{pipeline}/runs/{safe(snap.run_id)}/manifest.json)", highlight=False)
     failed = [n for n in order if snap.states.get(n) == "failed" and n in snap.errors]

@@ -122,7 +122,7 @@ def test_6_embedded_run_in_a_hostile_directory_imports_nothing_from_it(tmp_path:
                           cwd=work, env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert not canary.exists(), canary.read_text()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert list((tmp_path / "artifacts" / "report").rglob("report.md"))  # relative paths still mean the user's
+    assert list((tmp_path / "artifacts" / "etl" / "report").rglob("report.md"))  # relative paths still mean the user's
 
 
 # -- 7: an unauthenticated Redis is refused; a record must match its task ------------------------------
