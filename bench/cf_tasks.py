@@ -27,6 +27,26 @@ def sleep(config: SleepConfig) -> None:
     time.sleep(config.seconds)
 
 
+class KeyConfig(BaseModel):
+    key: int = 0  #: changes the fingerprint (bench/cache.py changes it on 1 % of the roots)
+
+
+@task(name="bench.keyed")
+def keyed(config: KeyConfig) -> None:
+    """A cacheable no-op whose fingerprint a param can change."""
+
+
+def layered_keyed(width: int, depth: int, changed: frozenset[int] = frozenset(), key: int = 0) -> Pipeline:
+    """:func:`layered` of ``keyed`` tasks; roots in ``changed`` get ``key`` (a new fingerprint)."""
+    p = Pipeline(f"cached-{width}x{depth}")
+    for k in range(depth):
+        for j in range(width):
+            deps = [] if k == 0 else [f"n{k - 1}_{i}" for i in layered_parents(width, k, j)]
+            params = {"key": key} if k == 0 and j in changed else {}
+            p.add_task(keyed, name=f"n{k}_{j}", depends_on=deps, params=params)
+    return p
+
+
 def fanout(n: int) -> Pipeline:
     """``n`` independent no-ops (all roots)."""
     p = Pipeline(f"fanout-{n}")

@@ -176,6 +176,7 @@ class Stack:
             task_modules=["bench.cf_tasks"],
             allowed_task_prefixes=["bench."],
             task_events=False,
+            use_cache=False,  # every scenario measures execution; bench/cache.py turns the cache on
         )
 
     def cf_client(self) -> Any:

@@ -26,9 +26,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import chain, common, exactness, fanout, job_latency, layered, profile, scale
+from bench import cache, chain, common, exactness, fanout, job_latency, layered, profile, scale
 
-SCENARIOS: list[ModuleType] = [fanout, chain, layered, exactness, scale, job_latency, profile]
+SCENARIOS: list[ModuleType] = [fanout, chain, layered, exactness, scale, job_latency, cache, profile]
 BY_NAME = {m.NAME: m for m in SCENARIOS}
 ANALYSIS = Path(__file__).with_name("analysis.md")
 

@@ -1,4 +1,8 @@
-"""Where a task's outputs go: ``<artifact_root>/<node>/v<version>/<run_id>/``.
+"""Where a task's outputs go: ``<artifact_root>/<pipeline>/<node>/v<version>/<run_id>/``.
+
+The pipeline name is part of the path: two pipelines that both have a node ``fetch`` never share a
+folder. A run's manifest goes to ``<artifact_root>/<pipeline>/runs/<run_id>/manifest.json``, so
+``runs`` is reserved as a node name too.
 
 Each successful task gets ``result.json`` and ``metadata.json`` there; each
 failure gets ``errors/<run_id>/<node>-<attempt>.json`` and a line in
@@ -25,6 +29,7 @@ FAILED_LOG = "failed_tasks.log"
 #: top-level names under the artifact root that chordflow itself uses; no node may be named so
 RESERVED_NAMES = frozenset({"errors", "logs", FAILED_LOG})
 MAX_PART = 128
+RUNS_DIR = "runs"  #: <root>/<pipeline>/runs/<run_id>/manifest.json
 
 
 class UnsafePath(ChordflowError):
@@ -53,10 +58,27 @@ def is_reserved(node: str) -> bool:
     return node.lower() in RESERVED_NAMES
 
 
-def task_dir(root: Path, node: str, version: str, run_id: str) -> Path:
-    if is_reserved(node):
+def pipeline_part(pipeline: str) -> str:
+    """The pipeline name as one safe path component: as is when it already is one, else its unsafe
+    characters replaced and a short hash of the real name added (two names never share a folder)."""
+    if SAFE_PART.fullmatch(pipeline) and ".." not in pipeline:
+        return pipeline
+    slug = re.sub(r"[^A-Za-z0-9_.\-]", "_", pipeline).replace("..", "_").lstrip(".-") or "_"
+    return fit_name(slug[:100], "-" + hashlib.sha256(pipeline.encode()).hexdigest()[:8])
+
+
+def task_dir(root: Path, pipeline: str, node: str, version: str, run_id: str) -> Path:
+    pipeline = pipeline_part(pipeline)
+    if is_reserved(pipeline):
+        raise UnsafePath(f"pipeline name {pipeline!r} is reserved under the artifact root (rename the pipeline)")
+    if is_reserved(node) or node.lower() == RUNS_DIR:
         raise UnsafePath(f"task name {node!r} is reserved under the artifact root (rename the task)")
-    return safe_path(root, node, f"v{version}", run_id)
+    return safe_path(root, pipeline, node, f"v{version}", run_id)
+
+
+def manifest_path(root: Path, pipeline: str, run_id: str) -> Path:
+    """The run-level manifest: every node's state, attempt, fingerprint and artifact path."""
+    return safe_path(root, pipeline_part(pipeline), RUNS_DIR, run_id, "manifest.json")
 
 
 def error_report_path(root: Path, run_id: str, node: str, attempt: int) -> Path:

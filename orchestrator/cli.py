@@ -10,6 +10,7 @@ cannot crash the CLI) and control characters are made visible.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -116,7 +117,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="POST a signed JSON notice here when the run ends (repeatable; adds to [notify])")
     run.add_argument("--notify-email", action="append", default=[], metavar="ADDR",
                      help="e-mail this address when the run ends (repeatable; adds to [notify])")
+    run.add_argument("--force", action="store_true", help="ignore the cache: run every task")
+    run.add_argument("--force-task", action="append", default=[], metavar="NAME",
+                     help="run this task and its descendants even if cached (repeatable)")
+    run.add_argument("--resume-from", metavar="TASK", help="re-run TASK and its descendants, reuse every other result")
+    run.add_argument("--from-run", metavar="RUN_ID", help="with --resume-from: the run whose results are reused")
     run.set_defaults(func=cmd_run)
+
+    cache = sub.add_parser("cache", help="the result cache: list or clear entries")
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("--task", help="only this task (task or node name)")
+    cache.add_argument("--env", choices=["dev", "staging", "prod"])
+    cache.set_defaults(func=cmd_cache)
+
+    gc = sub.add_parser("gc", help="delete artifact directories and run manifests older than N days")
+    gc.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    gc.add_argument("--env", choices=["dev", "staging", "prod"])
+    gc.set_defaults(func=cmd_gc)
 
     st = sub.add_parser("status", help="a run's state, per task")
     st.add_argument("run_id")
@@ -202,8 +220,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = build_plan(pipeline, settings.default_queue, settings.max_chain, limits)  # validates; no Redis yet
     notify = {"webhooks": args.notify_webhook, "emails": args.notify_email}
     effective(pipeline.notify, notify)  # validates the per-run targets before anything is written
+    options = _cache_options(args)
+    if args.from_run and not args.resume_from:
+        raise ChordflowError("--from-run needs --resume-from TASK")
     if args.dry_run:
         _print_plan(plan)
+        _print_decisions(pipeline, plan, settings, options)
         return ExitCode.OK
     if args.detach and settings.embedded:
         raise ChordflowError("--detach needs a shared Redis (CHORDFLOW_REDIS_URL): the embedded one stops on exit")
@@ -214,12 +236,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stack is None:  # embedded workers are starting with this command; their tasks are ours
             for problem in client.unroutable(plan):
                 err_console.print(f"[yellow]warning[/yellow]: {safe(problem)}", highlight=False, soft_wrap=True)
-        run_id = client.submit(pipeline, notify=notify)
+        run_id = client.submit(pipeline, notify=notify, **options)
         if args.detach:
             console.print(safe(run_id))
             return ExitCode.OK
         console.print(f"run [bold]{safe(run_id)}[/bold] of pipeline '{safe(plan.pipeline)}' ({len(plan.order)} tasks)")
         snap = _watch(client, run_id, plan.order, args, stack)
+        _write_manifest(client, snap)
         if stack is not None and snap.finished and client.notifications_pending(run_id, wait_s=30):
             err_console.print("[yellow]warning[/yellow]: notifications still undelivered; embedded workers stop now")
         _print_summary(snap, settings, plan)
@@ -355,8 +378,46 @@ def _print_plan(plan: Any) -> None:
     console.print(table)
     for parent, heads in plan.fan_outs().items():
         console.print(f"group: {safe(parent)} releases {safe(', '.join(heads))} together", highlight=False)
+
+
+def _write_manifest(client: Any, snap: Any) -> None:
+    """The run-level manifest (orchestrator/manifest.py), once the run has ended; never fails the command."""
+    if not snap.finished:
+        return
+    from orchestrator import manifest
+
+    try:
+        manifest.write(client.store.r, snap, client.settings.artifact_root)
+    except Exception as exc:  # a full disk or an unsafe path must not hide the run's outcome
+        err_console.print(f"[yellow]warning[/yellow]: manifest not written: {safe(exc)}", highlight=False)
+
+
+def _cache_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"force": args.force, "force_tasks": args.force_task, "resume_from": args.resume_from,
+            "from_run": args.from_run}  # fmt: skip
+
+
+def _print_decisions(pipeline: Any, plan: Any, settings: Settings, options: dict[str, Any]) -> None:
+    """Per node: ``run`` and why (diffed against the last recorded fingerprint), or ``cached`` and from where."""
+    try:
+        cplan = _client().cache_plan(pipeline, plan, **options)
+    except (RedisUnavailable, EmbeddedStartError) as exc:
+        console.print(f"decisions: cache not consulted ({safe(exc)}); nothing was dispatched", highlight=False)
+        return
+    table = Table(show_lines=False)
+    for col in ("task", "decision", "why"):
+        table.add_column(col, overflow="fold")
+    for name in plan.order:
+        d, fp = cplan.decisions[name], cplan.fps[name].digest
+        if d.action == "cached":
+            table.add_row(safe(name), f"[cyan]cached[/] (from run {safe(d.source_run)}, fingerprint {fp[:12]}…)",
+                          "fingerprint unchanged")  # fmt: skip
+        else:
+            table.add_row(safe(name), f"run (fingerprint {fp[:12]}…)", safe("; ".join(d.reasons)))
+    console.print(table)
+    n_cached = sum(d.action == "cached" for d in cplan.decisions.values())
     console.print(
-        f"decisions: all {len(plan.order)} tasks would run (none cached, none blocked); nothing was dispatched",
+        f"decisions: {len(plan.order) - n_cached} would run, {n_cached} cached, 0 blocked; nothing was dispatched",
         highlight=False,
     )
 
@@ -364,14 +425,18 @@ def _print_plan(plan: Any) -> None:
 # -- status / runs / cancel -----------------------------------------------------------------------
 
 
-def _client() -> Any:
+def _client(workers: bool = False) -> Any:
+    """A client of the configured Redis; with no URL, of the embedded one (its persistent state directory),
+    started on demand and left to its last user at exit (``workers``: local workers too, e.g. retry)."""
     from orchestrator.client import Client
 
     settings = Settings()
     if settings.embedded:
-        raise ChordflowError(
-            "no CHORDFLOW_REDIS_URL set: status, runs and cancel need the shared Redis the runs live in"
-        )
+        from orchestrator.embedded import EmbeddedStack
+
+        stack = EmbeddedStack(settings, workers=workers).__enter__()
+        atexit.register(stack.close)
+        return Client(settings.model_copy(update={"redis_url": _secret(stack.url)}))
     return Client(settings)
 
 
@@ -434,7 +499,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    client = _client()
+    client = _client(workers=True)
     count = client.retry(args.run_id)
     if count == 0:
         console.print(f"run {safe(args.run_id)}: nothing to retry")
@@ -444,10 +509,43 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return ExitCode.OK
     order = sorted(client.status(args.run_id).states)
     snap = _watch(client, args.run_id, order, args, None)
+    _write_manifest(client, snap)
     _print_summary(snap, client.settings, None)
     if not snap.finished:
         return ExitCode.TIMEOUT
     return RUN_STATE_EXIT.get(snap.state, ExitCode.RUN_FAILED)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from orchestrator import cache
+
+    client = _client()
+    if args.action == "clear":
+        n = cache.clear(client.store.r, args.task)
+        console.print(f"cleared {n} cache entries" + (f" of {safe(args.task)}" if args.task else ""))
+        return ExitCode.OK
+    table = Table(title="cache entries")
+    for col in ("pipeline", "task", "fingerprint", "from run", "created (UTC)", "expires in", "artifacts"):
+        table.add_column(col, overflow="fold")
+    for e in cache.scan(client.store.r, args.task):
+        ttl = "never" if e["ttl_s"] < 0 else f"{e['ttl_s']} s"
+        table.add_row(safe(e.get("pipeline")), safe(e.get("node")), safe(e["fp"][:12]) + "…", safe(e.get("run_id")),
+                      _ts(str(e.get("created_at"))), ttl, safe(e.get("artifacts") or "-"))  # fmt: skip
+    console.print(table)
+    return ExitCode.OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from orchestrator.gc import collect
+
+    settings = Settings()
+    removed = collect(settings.artifact_root, args.older_than * 86400, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for path in removed:
+        console.print(f"{verb} {safe(path)}", highlight=False)
+    console.print(f"{verb} {len(removed)} directories older than {args.older_than:g} days under "
+                  f"{safe(settings.artifact_root)}", highlight=False)  # fmt: skip
+    return ExitCode.OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -500,7 +598,11 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
         highlight=False,
     )
     root = settings.artifact_root
-    console.print(f"outputs: {safe(root)}/<task>/v<version>/{safe(snap.run_id)}/", highlight=False)
+    from orchestrator.artifacts import pipeline_part
+
+    pipeline = safe(pipeline_part(snap.meta.get("pipeline", "")))
+    console.print(f"outputs: {safe(root)}/{pipeline}/<task>/v<version>/{safe(snap.run_id)}/ "
+                  f"(manifest: {safe(root)}/{pipeline}/runs/{safe(snap.run_id)}/manifest.json)", highlight=False)
     failed = [n for n in order if snap.states.get(n) == "failed" and n in snap.errors]
     for name in failed[:5]:  # the reason in full: the table cell is cut
         e = _error(snap, name)

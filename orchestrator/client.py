@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from orchestrator.cache import CachePlan, prepare
 from orchestrator.compile import node_records, templates
 from orchestrator.errors import (
     ParamOverrideError,
@@ -26,6 +27,7 @@ from orchestrator.errors import (
     RunStateLost,
     Unroutable,
 )
+from orchestrator.fingerprint import FileHasher
 from orchestrator.fleet import Fleet, unroutable
 from orchestrator.keys import NOTIFY, run_keys, run_notifications
 from orchestrator.limits import Limits
@@ -95,17 +97,26 @@ class Client:
         )
 
     @_redis_errors
+    def cache_plan(self, pipeline: Pipeline, plan: ExecutionPlan, **options: Any) -> CachePlan:
+        """Fingerprints and cache decisions for ``plan`` (options: force, force_tasks, resume_from, from_run)."""
+        hasher = FileHasher(self.settings.state_path() / "filehash.json")
+        return prepare(self.store.r, pipeline, plan, hasher, use_cache=self.settings.use_cache, **options)
+
+    @_redis_errors
     def submit(
         self,
         pipeline: Pipeline,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         notify: NotifyConfig | Mapping[str, Any] | None = None,
+        **cache_options: Any,
     ) -> str:
         """Validate, create the run in Redis and dispatch its roots; returns the ``run_id`` at once.
 
         ``notify`` (``{"webhooks": [...], "emails": [...], "on": [...]}``) adds to the pipeline's
         ``[notify]``; workers announce the run's end there (see :mod:`workers.notifier`).
+        Nodes whose fingerprint has a live cache entry are settled ``cached`` in the same transaction,
+        before the roots are dispatched (``cache_options``: see :meth:`cache_plan`).
 
         Raises:
             PipelineInvalid: before anything is written.
@@ -121,17 +132,21 @@ class Client:
             problems = self.unroutable(plan)
             if problems:
                 raise Unroutable("nothing was submitted: " + "; ".join(problems))
+        cache = self.cache_plan(pipeline, plan, **cache_options)
+        hits = {n for n, _, _ in cache.cached}
+        roots = [n for n in plan.roots if n not in hits]
         run_id = self.store.reserve_run_id()
         if not self.store.create_run(
             run_id,
             meta={"pipeline": plan.pipeline, "source": pipeline.source or "",
                   **({"notify": notify_cfg.model_dump_json()} if notify_cfg else {})},  # fmt: skip
-            records=node_records(self.app, run_id, plan),
+            records=node_records(self.app, run_id, plan, cache.record_fields({n.name: n.spec for n in pipeline.nodes})),
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
-            roots=plan.roots,
-        ):
-            self._dispatch_roots(run_id, plan.roots)
+            roots=roots,
+            cached=cache.cached,
+        ) and roots:
+            self._dispatch_roots(run_id, roots)
         return run_id
 
     def _dispatch_roots(self, run_id: str, roots: list[str]) -> None:

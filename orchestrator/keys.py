@@ -45,6 +45,10 @@ chordflow:run:{rid}:notifications         list    one JSON line per notification
 chordflow:run:{rid}:events                stream  every state change and progress update, written by the ledger
                                                   in the same atomic step (kind=task|run|progress, node, state,
                                                   progress, at); trimmed to ~EVENTS_MAXLEN
+chordflow:cache:{fingerprint}             string  cache entry (JSON: run_id, pipeline, node, task, result, artifacts
+                                                  dir, created_at by Redis time); EX = the task's cache_ttl_s
+chordflow:cache-last:{pipeline}:{node}    string  JSON {fp, parts, run_id}: the last successful fingerprint of a
+                                                  node (what ``--dry-run`` diffs against to say why it runs)
 <queue name>                              list    Celery/kombu queue (kombu's own key, not ours)
 ========================================  ======  ==========================================
 """
@@ -66,7 +70,19 @@ WORKERS = f"{PREFIX}:workers"
 WORKERS_SEEN = f"{PREFIX}:workers:seen"
 UNACKED_SEEN = f"{PREFIX}:unacked-seen"
 EVENTS_MAXLEN = 10_000  #: events kept per run (approximate trim); a client that lags more re-reads the state
+CACHE_PREFIX = f"{PREFIX}:cache:"
+CACHE_LAST_PREFIX = f"{PREFIX}:cache-last:"
 KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message, exchange, routing key]
+
+
+def cache_entry(fingerprint: str) -> str:
+    """The cache entry of one fingerprint (a sha256 hex digest)."""
+    return f"{CACHE_PREFIX}{fingerprint}"
+
+
+def cache_last(pipeline: str, node: str) -> str:
+    """The last successful fingerprint + parts of ``node`` in ``pipeline``."""
+    return f"{CACHE_LAST_PREFIX}{pipeline}:{node}"
 
 
 def due_member(run_id: str, node: str) -> str:

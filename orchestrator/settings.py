@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from orchestrator.errors import ChordflowError
-from orchestrator.trust import check_cwd_config, config_source
+from orchestrator.trust import check_cwd_config, config_source, project_dir
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 
@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     smtp_user: str | None = Field(None, description="SMTP login (with smtp_password); unset: no AUTH")
     smtp_password: SecretStr | None = None
     smtp_from: str = Field("chordflow@localhost", description="From: of notification e-mails")
+    use_cache: bool = Field(True, description="reuse results of nodes whose fingerprint is unchanged (C5)")
+    state_dir: Path | None = Field(
+        None,
+        description="embedded Redis data + file-hash cache; default: <project>/.chordflow "
+        "(project: CHORDFLOW_PROJECT_DIR, else the working directory)",
+    )
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
 
@@ -147,6 +153,10 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+    def state_path(self) -> Path:
+        """Where the embedded Redis keeps its data between invocations, and the input-file hash cache."""
+        return (self.state_dir or (project_dir() or Path.cwd()) / ".chordflow").resolve()
 
     def redis_url_value(self) -> str:
         """The Redis URL; raises :class:`RedisUnauthenticated` if it has no password and that is not allowed."""

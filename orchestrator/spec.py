@@ -90,6 +90,11 @@ class TaskSpec:
     takes_upstream_kwargs: bool = False  #: has ``**upstream``
     wants_context: bool = False
     secret_fields: frozenset[str] = frozenset()
+    cache: bool = True  #: pure task: a run with the same fingerprint reuses its result (C5)
+    cache_ttl_s: int | None = None  #: how long a cached result is reused; None: until evicted/cleared
+    cache_ignore: frozenset[str] = frozenset()  #: params left out of the fingerprint
+    inputs: tuple[str, ...] = ()  #: params holding paths of input files/directories, hashed by content
+    cache_source: bool = False  #: the function's source is part of the fingerprint
 
     @property
     def import_path(self) -> str:
@@ -122,6 +127,11 @@ def task(
     queue: str | None = None,
     trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
     secret_fields: tuple[str, ...] = (),
+    cache: bool = True,
+    cache_ttl_s: int | None = None,
+    cache_ignore: tuple[str, ...] = (),
+    inputs: tuple[str, ...] = (),
+    cache_source: bool = False,
 ) -> Any:
     """Declare a chordflow task; usable as ``@task`` or ``@task(name=..., retry=...)``.
 
@@ -130,6 +140,12 @@ def task(
     parameter receives the result of the upstream node of the same name, ``ctx``
     the :class:`~orchestrator.context.TaskContext`. The function is returned
     unchanged (still callable in unit tests) with the spec attached.
+
+    Caching (see ``orchestrator/fingerprint.py``): ``cache=False`` for a task with side effects
+    (it always runs, and so do its descendants); ``cache_ttl_s`` bounds how long a result is
+    reused; ``cache_ignore`` names params that do not change the result; ``inputs`` names params
+    that hold paths of input files or directories (hashed by content); ``cache_source=True`` makes
+    an edit of the function's source a miss.
 
     Raises:
         TaskDefinitionError: the signature or options cannot work; raised at import time.
@@ -145,6 +161,11 @@ def task(
             queue=queue,
             trigger_rule=trigger_rule,
             secret_fields=secret_fields,
+            cache=cache,
+            cache_ttl_s=cache_ttl_s,
+            cache_ignore=cache_ignore,
+            inputs=inputs,
+            cache_source=cache_source,
         )
         existing = _REGISTRY.get(spec.name)
         if existing is not None and existing.import_path != spec.import_path:
@@ -212,6 +233,15 @@ def _build_spec(f: Callable[..., Any], **opts: Any) -> TaskSpec:
         except Exception as exc:
             raise TaskDefinitionError(f"{where}: return type {result_type!r} is not JSON-serialisable: {exc}") from exc
 
+    fields = set(config_model.model_fields) if config_model is not None else set()
+    for opt in ("cache_ignore", "inputs"):
+        unknown = sorted(set(opts[opt]) - fields)
+        if unknown:
+            raise TaskDefinitionError(f"{where}: {opt} names {unknown}, which are not fields of its config model")
+    ttl = opts["cache_ttl_s"]
+    if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+        raise TaskDefinitionError(f"{where}: cache_ttl_s must be a positive number of seconds")
+
     return TaskSpec(
         name=name,
         fn=f,
@@ -227,4 +257,9 @@ def _build_spec(f: Callable[..., Any], **opts: Any) -> TaskSpec:
         takes_upstream_kwargs=takes_kwargs,
         wants_context=wants_ctx,
         secret_fields=frozenset(opts["secret_fields"]),
+        cache=bool(opts["cache"]),
+        cache_ttl_s=ttl,
+        cache_ignore=frozenset(opts["cache_ignore"]),
+        inputs=tuple(opts["inputs"]),
+        cache_source=bool(opts["cache_source"]),
     )

@@ -178,17 +178,20 @@ class RunStore:
         pending: dict[str, int],
         templates: dict[str, str],
         roots: list[str] | None = None,
+        cached: list[tuple[str, str, str]] | None = None,
     ) -> bool:
         """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing).
 
         With ``roots`` (at most ``DISPATCH_CHUNK``), the same transaction also dispatches them: a small
         job costs two round trips to submit. Returns whether the roots were dispatched (if not, call
         :meth:`dispatch`: e.g. Redis lost its script cache in between).
+        ``cached`` (node, result JSON, source run) are settled as ``cached`` in the same transaction,
+        before the roots are dispatched (ledger op ``cached``).
         """
         k = keys.run_keys(run_id)
         created = self.redis_now()  # Redis time, not this host's clock: spans and ages agree across hosts
         with_roots = bool(roots) and len(roots or []) <= DISPATCH_CHUNK
-        if with_roots and not self._ledger_loaded:
+        if (with_roots or cached) and not self._ledger_loaded:
             self.r.script_load(self._ledger_source)
             self._ledger_loaded = True
         pipe = self.r.pipeline(transaction=True)
@@ -214,6 +217,10 @@ class RunStore:
         pipe.zadd(keys.RUNS_INDEX, {run_id: created})
         pipe.sadd(keys.ACTIVE_RUNS, run_id)
         pipe.persist(k.meta)  # a run's keys never expire while it is active; the TTL starts when it ends
+        if cached:
+            ledger_keys = _ledger_keys(run_id)
+            pipe.evalsha(self._ledger.sha, len(ledger_keys), *ledger_keys, "cached", run_id,
+                         *(x for triple in cached for x in triple))  # fmt: skip
         if with_roots:
             ledger_keys = _ledger_keys(run_id)
             pipe.evalsha(self._ledger.sha, len(ledger_keys), *ledger_keys, "dispatch", run_id, *(roots or []))

@@ -7,6 +7,7 @@ every test works in its own run ids.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,13 @@ from orchestrator.settings import Settings
 from orchestrator.store import RunSnapshot
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_TASK_MODULES = "tasks,tests.pipelines,tests.hostile_tasks,tests.retry_tasks"
+TEST_TASK_MODULES = "tasks,tests.pipelines,tests.hostile_tasks,tests.retry_tasks,tests.cache_tasks"
 TEST_PREFIXES = "tasks.,tests."
+# Most tests run the same small pipelines again and again to test execution itself; the cache (C5)
+# would settle those runs as `cached`. Caching is off for them; tests/integration/test_cache.py
+# turns it on explicitly (Settings(use_cache=True), CHORDFLOW_USE_CACHE=true).
+os.environ.setdefault("CHORDFLOW_USE_CACHE", "false")
+os.environ.setdefault("CHORDFLOW_STATE_DIR", tempfile.mkdtemp(prefix="chordflow-test-state-"))  # not the checkout
 
 
 @pytest.hookimpl(hookwrapper=True)

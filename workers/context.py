@@ -25,6 +25,7 @@ class WorkerContext:
         log: Any,
         progress_interval_s: float,
         masker: Masker = NO_SECRETS,
+        pipeline: str = "default",
     ) -> None:
         self.run_id = run_id
         self.node = node
@@ -32,7 +33,7 @@ class WorkerContext:
         self.log = log
         self.masker = masker  #: this attempt's secrets: what the runner masks in errors and artifacts
         self._store = store
-        self._root, self._parts = artifact_root, (node, version, run_id)
+        self._root, self._parts = artifact_root, (pipeline, node, version, run_id)
         self._interval = progress_interval_s
         self._last_write = 0.0
 

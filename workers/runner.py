@@ -23,7 +23,7 @@ import redis
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from orchestrator import __version__
+from orchestrator import __version__, cache
 from orchestrator.artifacts import (
     UnsafePath,
     append_line,
@@ -116,6 +116,7 @@ class NodeRunner:
             log,
             self.settings.progress_interval_s,
             masker,
+            pipeline=_pipeline_of(claim.record),
         )
         log.debug("task.started")
         heartbeat = heartbeat_for(self.settings)
@@ -153,7 +154,28 @@ class NodeRunner:
             log.warning("task.result_discarded", reason=outcome)
         else:
             log.info("task.succeeded", duration_s=round(duration, 6))
+            self._remember(store, claim.record, run_id, node, result_json, log)
         return None
+
+    def _remember(self, store: RunStore, record: dict[str, Any], run_id: str, node: str, result: str, log: Any) -> None:
+        """C5: index the result by its fingerprint; after the artifacts (same writer thread, in order),
+        so an entry never points at a directory still being written."""
+        if not record.get("fp") or not record.get("cache", True):
+            return
+        out = None
+        if self.settings.write_artifacts:
+            out = str(task_dir(self.settings.artifact_root, _pipeline_of(record), node, self.spec.version, run_id))
+        entry = cache.entry_json(run_id, _pipeline_of(record), node, self.spec.name, result, out,
+                                 store.redis_now(), record["fp"])  # fmt: skip
+        last = json.dumps({"fp": record["fp"], "parts": record.get("fpp"), "run_id": run_id})
+
+        def write() -> None:
+            try:
+                cache.record(store.r, record, entry, record.get("cache_ttl_s"), last)
+            except redis.RedisError as exc:  # a lost entry is a future miss, never a failure
+                log.warning("cache.write_failed", error=str(exc))
+
+        WRITER.submit(write) if out is not None else write()
 
     # -- inputs and outputs ---------------------------------------------------------------------
 
@@ -298,7 +320,7 @@ class NodeRunner:
         self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str, masker: Masker
     ) -> None:
         """Check the artifact path now (raises UnsafePath); write the two files in the writer thread."""
-        out = task_dir(self.settings.artifact_root, node, self.spec.version, run_id)
+        out = task_dir(self.settings.artifact_root, _pipeline_of(claim.record), node, self.spec.version, run_id)
         metadata = {
             "run_id": run_id,
             "task": node,
@@ -311,6 +333,9 @@ class NodeRunner:
             },
             "duration_s": round(duration, 6),
             "status": "succeeded",
+            "pipeline": _pipeline_of(claim.record),
+            "fingerprint": claim.record.get("fp"),
+            "fingerprint_parts": masker.data(claim.record.get("fpp") or {}),
             "attempt": claim.attempt,
             "host": host,
             "chordflow_version": __version__,
@@ -337,6 +362,11 @@ class NodeRunner:
         if error is not None:
             line.update(error=error["type"], message=error["message"][:300])
         return json.dumps(line)
+
+
+def _pipeline_of(record: dict[str, Any]) -> str:
+    """The pipeline name in the node record (records written before C5 have none)."""
+    return str(record.get("pipeline") or "default")
 
 
 def _redis_time_iso(store: RunStore) -> str:

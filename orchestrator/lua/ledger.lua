@@ -184,6 +184,31 @@ local function op_dispatch()
   return n
 end
 
+-- cached(node, result_json, source_run, ...): settle nodes whose fingerprint has a live cache entry,
+-- before anything is dispatched: the result is written, the state is `cached` (terminal, counts as
+-- success), the source run is recorded (hosts: "cache of <run>") and children are released as by
+-- `succeed`. All are marked before any is released, so a cached child is never dispatched; a child
+-- that becomes ready is dispatched by the ledger even if it follows in a Celery chain (its
+-- predecessor never runs, so no chain publishes it). A fully cached run is finalized here.
+local function op_cached()
+  local marked = {}
+  for i = 3, #ARGV - 2, 3 do
+    local node = ARGV[i]
+    if redis.call('HGET', K_STATE, node) == 'pending' then
+      redis.call('HSET', K_RESULTS, node, ARGV[i + 1])
+      redis.call('HSET', K_HOSTS, node, 'cache of ' .. ARGV[i + 2])
+      finish(node, 'cached')
+      marked[#marked + 1] = node
+    end
+  end
+  for _, node in ipairs(marked) do
+    for _, c in ipairs(release(node, true, {})) do
+      if redis.call('HGET', K_STATE, c) == 'pending' then dispatch(c) end
+    end
+  end
+  return #marked
+end
+
 -- an attempt died without settling: count it; beyond max_lost the node fails as worker_lost
 -- returns true if the node was failed
 local function count_lost(node, max_lost)
@@ -490,6 +515,7 @@ elseif OP == 'succeed' then return op_succeed()
 elseif OP == 'fail' then return op_fail()
 elseif OP == 'defer' then return op_defer()
 elseif OP == 'dispatch' then return op_dispatch()
+elseif OP == 'cached' then return op_cached()
 elseif OP == 'cancel' then return op_cancel()
 elseif OP == 'lost' then return op_lost()
 elseif OP == 'reap' then return op_reap()

@@ -131,7 +131,8 @@ def test_27_artifact_symlink_escape_is_refused(client: Client, artifact_root: Pa
     outside = tmp_path / "outside"
     outside.mkdir()
     node = f"escape_{uuid.uuid4().hex[:8]}"
-    (artifact_root / node).symlink_to(outside, target_is_directory=True)
+    (artifact_root / "escape").mkdir(exist_ok=True)  # artifacts live under <root>/<pipeline>/<node>/
+    (artifact_root / "escape" / node).symlink_to(outside, target_is_directory=True)
     before = sorted(p for p in outside.rglob("*"))
     snap = run_to_end(client, Pipeline("escape").add_task(stamp, name=node))
     assert snap.states[node] == "failed"

@@ -184,6 +184,7 @@ def test_demo_path_embedded_end_to_end_leaves_no_process(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDFLOW_")}
     env.update(
         CHORDFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+        CHORDFLOW_STATE_DIR=str(tmp_path / "state"),
         CHORDFLOW_TEST_MARKER=marker,
         CHORDFLOW_FORCE_PROGRESS="1",
         C_FORCE_ROOT="1",
@@ -194,7 +195,7 @@ def test_demo_path_embedded_end_to_end_leaves_no_process(tmp_path: Path) -> None
     assert "starting a private Redis and local workers" in proc.stdout
     assert re.search(r"run \S+ succeeded in", proc.stdout)
     assert "daily_revenue" in proc.stdout and "━" in proc.stdout  # progress bars were drawn
-    reports = list((tmp_path / "artifacts" / "report").rglob("report.md"))
+    reports = list((tmp_path / "artifacts" / "etl" / "report").rglob("report.md"))
     assert len(reports) == 1 and "Sales orders report" in reports[0].read_text()
     # Then nothing it started is still alive
     time.sleep(0.5)

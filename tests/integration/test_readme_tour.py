@@ -104,7 +104,7 @@ def test_the_tour_runs_as_written(tour_dir: Path, redis_server: RedisServer) -> 
         assert "tasks/shop/pipeline.toml: ok (2 tasks)" in validate.stdout
         assert "nothing was dispatched" in dry_run.stdout
         assert re.search(r"run \S+ succeeded", run.stdout), run.stdout
-        (pages,) = (tour_dir / "artifacts" / "fetch" / "v2").glob("*/pages.jsonl")  # relative artifact root
+        (pages,) = (tour_dir / "artifacts" / "shop" / "fetch" / "v2").glob("*/pages.jsonl")  # relative artifact root
         assert len(pages.read_text().splitlines()) == 50  # --param fetch.pages=50 reached the task
         assert "fetch" in run.stdout and "summarise" in run.stdout
 

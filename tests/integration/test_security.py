@@ -122,7 +122,7 @@ def test_6_embedded_run_in_a_hostile_directory_imports_nothing_from_it(tmp_path:
                           cwd=work, env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert not canary.exists(), canary.read_text()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert list((tmp_path / "artifacts" / "report").rglob("report.md"))  # relative paths still mean the user's
+    assert list((tmp_path / "artifacts" / "etl" / "report").rglob("report.md"))  # relative paths still mean the user's
 
 
 # -- 7: an unauthenticated Redis is refused; a record must match its task ------------------------------
@@ -251,7 +251,7 @@ def test_11_long_names_get_error_reports_and_artifacts_are_private(client: Clien
     reports = list((artifact_root / "errors" / snap.run_id).glob("*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["task"] == name
     deadline = time.monotonic() + 10
-    metadata = artifact_root / "fine" / "v1" / snap.run_id / "metadata.json"
+    metadata = artifact_root / "long" / "fine" / "v1" / snap.run_id / "metadata.json"
     while not metadata.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     for path in (reports[0], metadata, metadata.with_name("result.json")):

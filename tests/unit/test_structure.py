@@ -8,7 +8,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PURE = ["orchestrator.spec", "orchestrator.model", "orchestrator.loader", "orchestrator.validate",
-        "orchestrator.plan", "orchestrator.states", "orchestrator.keys", "orchestrator.context"]  # fmt: skip
+        "orchestrator.fingerprint", "orchestrator.plan", "orchestrator.states", "orchestrator.keys",
+        "orchestrator.context"]  # fmt: skip
 
 
 def test_pipeline_model_imports_no_celery_and_no_redis() -> None:
