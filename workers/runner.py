@@ -167,7 +167,8 @@ class NodeRunner:
             out = str(task_dir(self.settings.artifact_root, _pipeline_of(record), node, self.spec.version, run_id))
         entry = cache.entry_json(run_id, _pipeline_of(record), node, self.spec.name, result, out,
                                  store.redis_now(), record["fp"])  # fmt: skip
-        last = json.dumps({"fp": record["fp"], "parts": record.get("fpp"), "run_id": run_id})
+        # the parts explain a later miss ("which param changed"); they are masked like metadata.json
+        last = json.dumps({"fp": record["fp"], "parts": self._masker.data(record.get("fpp") or {}), "run_id": run_id})
 
         def write() -> None:
             try:

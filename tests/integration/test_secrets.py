@@ -197,7 +197,10 @@ def test_10mb_param_and_1mb_message_never_stall_the_lease(
         assert "WorkerLost" not in json.dumps(snap.errors)
     error = json.loads(client.status(bad).errors["big"])
     assert error["type"] == "ValueError" and len(error["message"]) <= 2003
-    metadata = json.loads(next((stack.artifacts / "big").glob(f"v*/{ok}/metadata.json")).read_text())
+    deadline = time.monotonic() + 10  # artifacts are written by the worker's writer thread, just after the settle
+    while not (found := list(stack.artifacts.glob(f"*/big/v*/{ok}/metadata.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metadata = json.loads(found[0].read_text())
     assert len(metadata["params"]["blob"]) <= 503 and "b:c@" not in metadata["params"]["blob"]
 
 
