@@ -31,6 +31,7 @@ from orchestrator.keys import run_keys
 from orchestrator.limits import Limits
 from orchestrator.model import Pipeline
 from orchestrator.plan import ExecutionPlan, build_plan
+from orchestrator.registry import Registry
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL_RUN_STATES
 from orchestrator.store import RunSnapshot, RunStore, check_redis_config, connect
@@ -70,6 +71,7 @@ class Client:
         self.warnings: list[str] = []
         self._checked = False
         self.fleet = Fleet(self.store.r)
+        self.registry = Registry(self.store.r)
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -94,26 +96,49 @@ class Client:
         )
 
     @_redis_errors
-    def submit(self, pipeline: Pipeline, params: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    def submit(
+        self,
+        pipeline: Pipeline | str,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        notify: Any = None,
+    ) -> str:
         """Validate, create the run in Redis and dispatch its roots; returns the ``run_id`` at once.
+
+        ``pipeline`` is a :class:`Pipeline` or the name of a published one (see :mod:`orchestrator.registry`):
+        by name, ``params`` are checked against the published JSON Schemas, so no task code is imported.
+        ``notify`` (if not None) is stored as JSON in the run's meta under ``notify``.
 
         Raises:
             PipelineInvalid: before anything is written.
+            PipelineNotFound: no pipeline of that name was published.
             RedisUnavailable: Redis unreachable or refused the write (nothing half-created is left).
             Unroutable: ``refuse_unroutable`` is set and no live worker can take some task.
         """
-        if params:
-            pipeline = pipeline.with_params(params)
-        plan = self.plan(pipeline)
+        if isinstance(pipeline, str):
+            published = self.registry.get(pipeline)
+            plan = published.plan_with(params, Limits.from_settings(self.settings))
+            source = published.source
+        else:
+            if params:
+                pipeline = pipeline.with_params(params)
+            plan = self.plan(pipeline)
+            source = pipeline.source or ""
+        return self._create(plan, source, notify)
+
+    def _create(self, plan: ExecutionPlan, source: str, notify: Any) -> str:
         self.check_redis()
         if self.settings.refuse_unroutable:
             problems = self.unroutable(plan)
             if problems:
                 raise Unroutable("nothing was submitted: " + "; ".join(problems))
         run_id = self.store.reserve_run_id()
+        meta: dict[str, Any] = {"pipeline": plan.pipeline, "source": source}
+        if notify is not None:
+            meta["notify"] = json.dumps(notify)
         self.store.create_run(
             run_id,
-            meta={"pipeline": plan.pipeline, "source": pipeline.source or ""},
+            meta=meta,
             records=node_records(self.app, run_id, plan),
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
@@ -160,6 +185,13 @@ class Client:
         needs = {(r["task"], r["q"]) for r in (json.loads(x) for x in records if x)}
         oldest = max(snap.now - float(snap.times.get(f"{n}:queued", snap.now)) for n in waiting)
         return [f"queued {oldest:.0f} s: {p}" for p in unroutable(needs, self.fleet.live())]
+
+    @_redis_errors
+    def publish(self, path: str) -> tuple[Any, bool]:
+        """Validate and publish a pipeline file (see :func:`orchestrator.registry.publish_file`)."""
+        from orchestrator.registry import publish_file
+
+        return publish_file(self.registry, path, self.settings)
 
     @_redis_errors
     def status(self, run_id: str, detail: bool = True) -> RunSnapshot:

@@ -103,10 +103,11 @@ def _start_reaper_with_worker(settings: Settings) -> None:
         WRITER.flush()
 
     from workers.liveness import Announcer
+    from workers.publisher import Publisher
     from workers.reaper import Reaper
     from workers.scheduler import DueScheduler
 
-    threads: list[Any] = [Reaper(settings), DueScheduler(settings)]
+    threads: list[Any] = [Reaper(settings), DueScheduler(settings), Publisher(settings)]
 
     @signals.worker_ready.connect(weak=False)
     def _start(sender: Any = None, **_: Any) -> None:
