@@ -36,6 +36,7 @@ T = TypeVar("T")
 Event = tuple[str, dict[str, str]]  #: (stream id, fields: kind, node, state, progress, at)
 SCAN_BATCH = 200  #: run metas read per round trip when filtering recent runs
 MAX_SCAN = 10_000  #: recent runs looked at, at most, to fill one filtered page
+MAX_CONNECTIONS = 2_000  #: each watcher blocks on its own connection; past this, a watcher waits for one
 
 
 def is_terminal(event: Mapping[str, str]) -> bool:
@@ -57,15 +58,20 @@ def _redis_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]
 class AsyncClient:
     """Asyncio face of :class:`~orchestrator.client.Client`; one per process (it holds connection pools)."""
 
-    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: Client | None = None, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         self.client = client or Client(settings)
         self.settings = self.client.settings
-        self.r = aioredis.Redis.from_url(
-            self.settings.redis_url_value(), decode_responses=True, socket_connect_timeout=5, socket_keepalive=True
-        )
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url_value(), decode_responses=True, socket_connect_timeout=5, socket_keepalive=True,
+            max_connections=max_connections, timeout=10,
+        )  # fmt: skip
+        self.r = aioredis.Redis(connection_pool=pool)
 
     async def aclose(self) -> None:
         await self.r.aclose()
+        await self.r.connection_pool.disconnect()
 
     # -- in a thread: the sync client ------------------------------------------------------------
 
