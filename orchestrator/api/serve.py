@@ -76,9 +76,10 @@ def serve(settings: Settings, host: str, port: int, console: Any) -> int:
     with _backend(settings, console) as effective:
         app = create_app(effective, tokens)
         shown = f"[{host}]" if ":" in host else host
-        console.print(f"chordflow API on http://{shown}:{port}  (OpenAPI: http://{shown}:{port}/docs)", highlight=False)
+        console.print(f"chordflow API on http://{shown}:{port}  (OpenAPI: http://{shown}:{port}/docs)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
         if generated:
-            console.print(f"API token (shown once): {generated}", highlight=False)
-            console.print(f"open http://{shown}:{port}/example#token={generated}", highlight=False)
+            console.print(f"API token (shown once): {generated}", highlight=False, soft_wrap=True)
+            console.print(f"open http://{shown}:{port}/example#token={generated}", highlight=False, soft_wrap=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0

@@ -47,13 +47,20 @@ def frame(event: str, data: str, event_id: str | None = None) -> str:
 
 
 async def trimmed_past(aclient: AsyncClient, run_id: str, after: str) -> bool:
-    """Whether events after ``after`` were already trimmed from the stream (the client would miss some)."""
+    """Whether events after ``after`` may have been trimmed from the stream (the client would miss some).
+
+    Conservative: true when entries were removed and ``after`` is older than the oldest one kept
+    (a needless snapshot is harmless; a silent gap is not).
+    """
     try:
         info = await aclient.r.xinfo_stream(keys.run_keys(run_id).events)
     except redis.ResponseError:  # no stream yet
         return False
-    deleted = info.get("max-deleted-entry-id")
-    return bool(deleted) and STREAM_ID.match(str(deleted)) is not None and parse_id(after) < parse_id(str(deleted))
+    if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):
+        return False
+    first = info.get("first-entry")
+    oldest = str(first[0]) if first else str(info.get("last-generated-id", "0-0"))
+    return STREAM_ID.match(oldest) is not None and parse_id(after) < parse_id(oldest)
 
 
 async def run_events(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -338,6 +340,10 @@ def test_sse_resume_with_last_event_id_loses_and_repeats_nothing(http: httpx.Cli
     over = events_of(sse(http, f"/runs/{run_id}/events", headers={"Last-Event-ID": ids[-1]}))
     assert [e["event"] for e in over] == ["end"] and "id" not in over[0]
     assert http.get(f"/runs/{run_id}/events", headers={"Last-Event-ID": "garbage"}).status_code == 400
+    # a client whose position was trimmed away (EVENTS_MAXLEN) gets a fresh snapshot, not a silent gap
+    redis_client.xtrim(keys.run_keys(run_id).events, maxlen=2, approximate=False)
+    trimmed = events_of(sse(http, f"/runs/{run_id}/events", headers={"Last-Event-ID": ids[1]}))
+    assert [e["event"] for e in trimmed] == ["snapshot", "run"] and trimmed[0]["data"]["state"] == "succeeded"
 
 
 def test_cancel_and_retry_through_the_api(http: httpx.Client, redis_client: redis.Redis) -> None:
@@ -491,3 +497,52 @@ def test_workers_publish_the_configured_pipeline_files_at_start(
     record = json.loads(redis_client.hget(keys.PIPELINES, name))
     assert record["plan"]["order"] == ["number", "double"] and record["hash"] and record["published_at"] > 0
     assert redis_client.hget(keys.PIPELINES, "bad") is None
+
+
+def test_make_webapp_one_command_in_embedded_mode(tmp_path: Path) -> None:
+    """`make webapp`'s command with no Redis configured: private Redis + workers, the example pipeline
+    published, a generated token printed once, the page served, etl submitted by name; clean exit."""
+    marker = f"webapp-{os.getpid()}-{time.monotonic_ns()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDFLOW_")}
+    env.update(CHORDFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"), CHORDFLOW_TEST_MARKER=marker, C_FORCE_ROOT="1")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port)], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=die_with_parent)  # fmt: skip  # noqa: PLW1509
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends when the URL is printed (or the process exits)
+            lines.append(line)
+            if "/example#token=" in line:
+                break
+        out = "".join(lines)
+        assert "published pipeline 'etl'" in out, out
+        token = out.split("#token=")[1].split()[0]
+        assert out.count(token) == 2  # the token line and the page's address, nothing else
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            assert "EventSource" in c.get("/example").text
+            deadline = time.monotonic() + 60
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "embedded workers never became ready"
+                time.sleep(0.2)
+            body = {"pipeline": "etl", "params": {"ingest": {"rows": 1000}, "daily_revenue": {"slow_s": 0}}}
+            assert c.post("/runs", json=body).status_code == 401
+            resp = c.post("/runs", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert resp.status_code == 201, resp.text
+            run_id = resp.json()["run_id"]
+            assert events_of(sse(c, f"/runs/{run_id}/events"))[-1]["data"]["state"] == "succeeded"
+            assert c.get(f"/runs/{run_id}/results").json()["report"]["total_orders"] > 900
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        terminate_group(proc, grace_s=5)
+    time.sleep(0.5)
+    leftovers = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.environ().get("CHORDFLOW_TEST_MARKER") == marker:
+                leftovers.append(p.info)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    assert leftovers == []
