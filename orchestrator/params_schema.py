@@ -68,7 +68,7 @@ def check_params(
 
 def _problems(task: str, error: ValidationError, secret_names: frozenset[str]) -> list[Problem]:
     if error.validator in ("anyOf", "oneOf") and error.context:
-        error = best_match(error.context)
+        return [p for e in _meant_branch(error) for p in _problems(task, e, secret_names)]
     path = [str(p) for p in error.absolute_path]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = sorted(error.schema.get("properties", {}))
@@ -82,6 +82,18 @@ def _problems(task: str, error: ValidationError, secret_names: frozenset[str]) -
         missing = [m for m in error.validator_value if isinstance(error.instance, dict) and m not in error.instance]
         return [Problem("required param missing", task=task, field=_field([*path, m])) for m in missing]
     return [Problem(_message(error, path, secret_names), task=task, field=_field(path))]
+
+
+def _meant_branch(error: ValidationError) -> list[ValidationError]:
+    """The errors of the union member the input was meant for: the first whose type fits its shape
+    (``{"hots": 1}`` for ``Db | None`` is a ``Db`` with an unknown field, not a wrong ``null``)."""
+    branches: dict[Any, list[ValidationError]] = {}
+    for e in error.context or []:
+        branches.setdefault(e.relative_schema_path[0] if e.relative_schema_path else None, []).append(e)
+    for errors in branches.values():
+        if not any(e.validator == "type" and not e.relative_path for e in errors):
+            return errors
+    return [best_match(error.context or [])]
 
 
 def _field(path: list[str]) -> str:
