@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -546,3 +547,67 @@ def test_make_webapp_one_command_in_embedded_mode(tmp_path: Path) -> None:
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     assert leftovers == []
+
+
+NODE_SHIMS = r"""
+const BASE = process.env.BASE;
+const els = {};
+globalThis.document = {getElementById: (id) => els[id] ??= {id, textContent: "", value: id === "rows" ? "1000" : "",
+  hidden: false, disabled: false, className: "", max: 1}};
+globalThis.location = {hash: "#token=" + process.env.TOKEN};
+const realFetch = fetch;
+globalThis.fetch = (url, opts) => realFetch(BASE + url, opts);
+globalThis.EventSource = class {  // the browser API, over fetch: named events, data lines, close()
+  constructor(url) { this.on = {}; this.closed = false; this.ctrl = new AbortController(); this.run(BASE + url); }
+  addEventListener(type, fn) { (this.on[type] ??= []).push(fn); }
+  close() { this.closed = true; this.ctrl.abort(); }
+  async run(url) {
+    try {
+      const reader = (await realFetch(url, {signal: this.ctrl.signal})).body.getReader();
+      const dec = new TextDecoder(); let buf = "";
+      while (!this.closed) {
+        const {value, done} = await reader.read(); if (done) break;
+        buf += dec.decode(value, {stream: true});
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0 && !this.closed) {
+          const block = buf.slice(0, i); buf = buf.slice(i + 2);
+          let type = "message", data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event: ")) type = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (data) for (const fn of this.on[type] ?? []) fn({data});
+        }
+      }
+    } catch (e) { if (!this.closed) { console.log("stream error " + e); process.exit(3); } }
+  }
+};
+"""
+
+NODE_DRIVER = r"""
+document.getElementById("go").onclick();
+const started = Date.now();
+const timer = setInterval(() => {
+  if (!els.result.hidden && els.result.textContent) {
+    clearInterval(timer);
+    console.log(JSON.stringify({status: els.status.textContent, bar: [els.bar.value, els.bar.max],
+                                result: JSON.parse(els.result.textContent), disabled: els.go.disabled}));
+    process.exit(0);
+  }
+  if (Date.now() - started > 90000) { console.log("timeout: " + els.status.textContent); process.exit(1); }
+}, 50);
+"""
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_the_example_page_script_submits_follows_and_shows_the_result(server: Server, tmp_path: Path) -> None:
+    """The page's own JavaScript, run by node with a minimal DOM and an EventSource over fetch."""
+    page = httpx.get(server.url + "/example").text
+    script = page.split("<script>")[1].split("</script>")[0]
+    (tmp_path / "page.js").write_text(NODE_SHIMS + script + NODE_DRIVER)
+    env = {**os.environ, "BASE": server.url, "TOKEN": WEB_TOKEN}
+    proc = subprocess.run(["node", str(tmp_path / "page.js")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"].endswith(": succeeded") and out["bar"] == [7, 7] and out["disabled"] is False
+    assert out["result"]["total_orders"] > 900 and out["result"]["path"].endswith("report.md")
