@@ -226,6 +226,22 @@ def test_unknown_pipeline_run_and_malformed_ids_are_404_never_500(http: httpx.Cl
             assert http.post(f"/runs/{rid}/{verb}", headers=AUTH).status_code == 404
 
 
+def test_an_unexpected_error_is_a_500_without_details(http: httpx.Client, redis_client: redis.Redis,
+                                                      server: Server) -> None:  # fmt: skip
+    run_id = "20000101-000000-0bad00"  # a record no ledger wrote: a count that is not a number
+    meta = keys.run_keys(run_id).meta
+    redis_client.hset(meta, mapping={"run_id": run_id, "state": "running", "total": "lots", "pipeline": "x"})
+    redis_client.expire(meta, 600)
+    try:
+        resp = http.get(f"/runs/{run_id}")
+        assert resp.status_code == 500 and resp.json() == {"detail": "internal error (logged on the server)",
+                                                           "problems": []}  # fmt: skip
+        assert "lots" not in resp.text and "Traceback" not in resp.text
+        assert "unexpected error on GET /runs/" in server.log.read_text()
+    finally:
+        redis_client.delete(meta)
+
+
 def test_artifacts_stay_under_the_artifact_root(http: httpx.Client) -> None:
     run_id = submit(http, "api_steps", {"a": {"seconds": 0}, "b": {"seconds": 0}})
     sse(http, f"/runs/{run_id}/events")
