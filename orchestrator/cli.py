@@ -164,6 +164,17 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("files", nargs="+")
     val.set_defaults(func=cmd_validate)
 
+    pub = sub.add_parser("publish", help="validate pipeline files and publish them (submit by name, no task code)")
+    pub.add_argument("files", nargs="+")
+    pub.add_argument("--env", choices=["dev", "staging", "prod"])
+    pub.set_defaults(func=cmd_publish)
+
+    srv = sub.add_parser("serve", help="the HTTP API (FastAPI + uvicorn; OpenAPI at /docs)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--env", choices=["dev", "staging", "prod"])
+    srv.set_defaults(func=cmd_serve)
+
     w = sub.add_parser("worker", help="start a Celery worker with chordflow's app")
     w.add_argument("--queues", "-Q", help="comma-separated queues (default: settings.queues)")
     w.add_argument("--concurrency", "-c", type=int, help="worker processes (default: settings.concurrency)")
@@ -546,6 +557,28 @@ def cmd_gc(args: argparse.Namespace) -> int:
     console.print(f"{verb} {len(removed)} directories older than {args.older_than:g} days under "
                   f"{safe(settings.artifact_root)}", highlight=False)  # fmt: skip
     return ExitCode.OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    client = _client()
+    failed = False
+    for file in args.files:
+        try:
+            pub, changed = client.publish(file)
+        except PipelineInvalid as exc:
+            failed = True
+            for problem in exc.problems:
+                err_console.print(f"[red]error[/red]: {safe(problem)}", highlight=False, soft_wrap=True)
+            continue
+        what = "published" if changed else "unchanged"
+        console.print(f"{safe(pub.name)}: {what} ({len(pub.plan.order)} tasks, {pub.hash[:12]})", highlight=False)
+    return ExitCode.INVALID if failed else ExitCode.OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from orchestrator.api.serve import serve
+
+    return serve(Settings(), args.host, args.port, console)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from orchestrator.limits import Limits
 from orchestrator.model import Pipeline
 from orchestrator.notify import NotifyConfig, effective
 from orchestrator.plan import ExecutionPlan, build_plan
+from orchestrator.registry import Registry
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL_RUN_STATES
 from orchestrator.store import RunSnapshot, RunStore, check_redis_config, check_run_id, connect
@@ -73,6 +74,7 @@ class Client:
         self.warnings: list[str] = []
         self._checked = False
         self.fleet = Fleet(self.store.r)
+        self.registry = Registry(self.store.r)
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -105,7 +107,7 @@ class Client:
     @_redis_errors
     def submit(
         self,
-        pipeline: Pipeline,
+        pipeline: Pipeline | str,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         notify: NotifyConfig | Mapping[str, Any] | None = None,
@@ -113,6 +115,9 @@ class Client:
     ) -> str:
         """Validate, create the run in Redis and dispatch its roots; returns the ``run_id`` at once.
 
+        ``pipeline`` is a :class:`Pipeline` or the name of a published one (see :mod:`orchestrator.registry`):
+        by name, ``params`` are checked against the published JSON Schemas, so no task code is imported
+        (and the cache is not consulted: fingerprints need the task code).
         ``notify`` (``{"webhooks": [...], "emails": [...], "on": [...]}``) adds to the pipeline's
         ``[notify]``; workers announce the run's end there (see :mod:`workers.notifier`).
         Nodes whose fingerprint has a live cache entry are settled ``cached`` in the same transaction,
@@ -120,31 +125,47 @@ class Client:
 
         Raises:
             PipelineInvalid: before anything is written.
+            PipelineNotFound: no pipeline of that name was published.
             RedisUnavailable: Redis unreachable or refused the write (nothing half-created is left).
             Unroutable: ``refuse_unroutable`` is set and no live worker can take some task.
         """
+        if isinstance(pipeline, str):
+            published = self.registry.get(pipeline)
+            plan = published.plan_with(params, Limits.from_settings(self.settings))
+            return self._create(plan, published.source, effective(None, notify), None)
         if params:
             pipeline = pipeline.with_params(params)
         plan = self.plan(pipeline)
-        notify_cfg = effective(pipeline.notify, notify)
+        return self._create(plan, pipeline.source or "", effective(pipeline.notify, notify), pipeline, **cache_options)
+
+    def _create(
+        self, plan: ExecutionPlan, source: str, notify_cfg: NotifyConfig | None, pipeline: Pipeline | None,
+        **cache_options: Any,
+    ) -> str:  # fmt: skip
         self.check_redis()
         if self.settings.refuse_unroutable:
             problems = self.unroutable(plan)
             if problems:
                 raise Unroutable("nothing was submitted: " + "; ".join(problems))
-        cache = self.cache_plan(pipeline, plan, **cache_options)
-        hits = {n for n, _, _ in cache.cached}
+        cached: list[tuple[str, str, str]] = []
+        extra = None
+        if pipeline is not None:
+            cache = self.cache_plan(pipeline, plan, **cache_options)
+            cached, extra = cache.cached, cache.record_fields({n.name: n.spec for n in pipeline.nodes})
+        hits = {n for n, _, _ in cached}
         roots = [n for n in plan.roots if n not in hits]
         run_id = self.store.reserve_run_id()
+        meta: dict[str, Any] = {"pipeline": plan.pipeline, "source": source}
+        if notify_cfg is not None:
+            meta["notify"] = notify_cfg.model_dump_json()
         if not self.store.create_run(
             run_id,
-            meta={"pipeline": plan.pipeline, "source": pipeline.source or "",
-                  **({"notify": notify_cfg.model_dump_json()} if notify_cfg else {})},  # fmt: skip
-            records=node_records(self.app, run_id, plan, cache.record_fields({n.name: n.spec for n in pipeline.nodes})),
+            meta=meta,
+            records=node_records(self.app, run_id, plan, extra),
             pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
             templates=templates(self.app, plan),
             roots=roots,
-            cached=cache.cached,
+            cached=cached,
         ) and roots:
             self._dispatch_roots(run_id, roots)
         return run_id
@@ -188,6 +209,13 @@ class Client:
         needs = {(r["task"], r["q"]) for r in (json.loads(x) for x in records if x)}
         oldest = max(snap.now - float(snap.times.get(f"{n}:queued", snap.now)) for n in waiting)
         return [f"queued {oldest:.0f} s: {p}" for p in unroutable(needs, self.fleet.live())]
+
+    @_redis_errors
+    def publish(self, path: str) -> tuple[Any, bool]:
+        """Validate and publish a pipeline file (see :func:`orchestrator.registry.publish_file`)."""
+        from orchestrator.registry import publish_file
+
+        return publish_file(self.registry, path, self.settings)
 
     @_redis_errors
     def status(self, run_id: str, detail: bool = True) -> RunSnapshot:

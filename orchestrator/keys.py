@@ -20,6 +20,8 @@ chordflow:workers                         hash    worker instance -> JSON announ
                                                   tasks, task modules, delivery tags it holds)
 chordflow:workers:seen                    zset    worker instance -> epoch ms (Redis TIME) its announcement expires
 chordflow:unacked-seen                    hash    kombu delivery tag -> epoch ms the reaper first saw it unacked
+chordflow:pipelines                       hash    pipeline name -> published record JSON (plan, params JSON Schema,
+                                                  description, source, published_at, hash; see registry.py)
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
                                                   cancel_requested, ttl_s, params
@@ -69,6 +71,7 @@ NOTIFY_CHANNEL = f"{PREFIX}:notify-wake"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_SEEN = f"{PREFIX}:workers:seen"
 UNACKED_SEEN = f"{PREFIX}:unacked-seen"
+PIPELINES = f"{PREFIX}:pipelines"
 EVENTS_MAXLEN = 10_000  #: events kept per run (approximate trim); a client that lags more re-reads the state
 CACHE_PREFIX = f"{PREFIX}:cache:"
 CACHE_LAST_PREFIX = f"{PREFIX}:cache-last:"

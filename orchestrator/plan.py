@@ -14,7 +14,7 @@ Celery signatures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -92,6 +92,24 @@ class ExecutionPlan:
                 }
             )
         return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly data (tuples become lists); :meth:`from_dict` gives the same plan back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionPlan:
+        """The plan :meth:`to_dict` wrote: a web process compiles it without importing any task code."""
+        nodes = {}
+        for name, n in data["nodes"].items():
+            nodes[name] = NodePlan(
+                **{**n, "parents": tuple(n["parents"]), "children": tuple(n["children"]), "params": dict(n["params"])}
+            )
+        segments = [
+            Segment(index=s["index"], nodes=tuple(s["nodes"]), released_by=tuple(s["released_by"]))
+            for s in data["segments"]
+        ]
+        return cls(pipeline=data["pipeline"], order=list(data["order"]), nodes=nodes, segments=segments)
 
     def fan_outs(self) -> dict[str, list[str]]:
         """Parents that release several segment heads at once (a group on the broker)."""

@@ -120,6 +120,15 @@ class Settings(BaseSettings):
         description="embedded Redis data + file-hash cache; default: <project>/.chordflow "
         "(project: CHORDFLOW_PROJECT_DIR, else the working directory)",
     )
+    publish_pipelines: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tasks/**/pipeline.toml"],
+        description="pipeline files (globs) workers publish at start; relative to CHORDFLOW_PROJECT_DIR or the cwd",
+    )
+    api_token: SecretStr | None = Field(None, description="bearer token for the HTTP API's mutations")
+    api_tokens: SecretStr | None = Field(None, description="more API tokens, one per client: 'client=token,...'")
+    api_open_reads: bool = Field(True, description="HTTP API reads need no token; false: reads need one too")
+    api_max_body_bytes: int = Field(1_000_000, ge=1, description="largest HTTP request body (413 above)")
+    sse_heartbeat_s: float = Field(15.0, gt=0, description="comment sent on a quiet event stream (proxies)")
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")
 
@@ -130,7 +139,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {ENVIRONMENTS}")
         return v
 
-    @field_validator("queues", "task_modules", "allowed_task_prefixes", mode="before")
+    @field_validator("queues", "task_modules", "allowed_task_prefixes", "publish_pipelines", mode="before")
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         if isinstance(v, str):

@@ -104,10 +104,11 @@ def _start_reaper_with_worker(settings: Settings) -> None:
 
     from workers.liveness import Announcer
     from workers.notifier import Notifier
+    from workers.publisher import Publisher
     from workers.reaper import Reaper
     from workers.scheduler import DueScheduler
 
-    threads: list[Any] = [Reaper(settings), DueScheduler(settings)]
+    threads: list[Any] = [Reaper(settings), DueScheduler(settings), Publisher(settings)]
     if settings.notify_sender:
         threads.append(Notifier(settings))
 
