@@ -132,7 +132,8 @@ class Client:
         if isinstance(pipeline, str):
             published = self.registry.get(pipeline)
             plan = published.plan_with(params, Limits.from_settings(self.settings))
-            return self._create(plan, published.source, effective(None, notify), None)
+            base = NotifyConfig.model_validate(published.notify) if published.notify else None
+            return self._create(plan, published.source, effective(base, notify), None)
         if params:
             pipeline = pipeline.with_params(params)
         plan = self.plan(pipeline)

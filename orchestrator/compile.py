@@ -94,6 +94,7 @@ def node_records(
     for name in plan.order:
         n = plan.nodes[name]
         rec: dict[str, Any] = {
+            "pipeline": plan.pipeline,  # artifacts go under <root>/<pipeline>/ (by-name submits too)
             "task": n.task,
             "ver": n.version,
             "q": n.queue,

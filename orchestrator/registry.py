@@ -52,11 +52,12 @@ class PublishedPipeline:
     secrets: dict[str, dict[str, list[Any]]]  #: node -> {"paths": [[...]], "names": [...]}
     published_at: float = 0.0
     hash: str = ""
+    notify: dict[str, Any] | None = None  #: the file's [notify] (never shown by the API: URLs may hold tokens)
 
     def content(self) -> dict[str, Any]:
         """What the hash covers: everything but where and when it was published."""
         return {"format": FORMAT, "name": self.name, "description": self.description, "plan": self.plan.to_dict(),
-                "schemas": self.schemas, "secrets": self.secrets}  # fmt: skip
+                "schemas": self.schemas, "secrets": self.secrets, "notify": self.notify}  # fmt: skip
 
     def content_hash(self) -> str:
         canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), default=str)
@@ -75,7 +76,7 @@ class PublishedPipeline:
         return cls(
             name=d["name"], source=d.get("source", ""), description=d.get("description", ""),
             plan=ExecutionPlan.from_dict(d["plan"]), schemas=d["schemas"], secrets=d.get("secrets", {}),
-            published_at=float(d.get("published_at", 0)), hash=d.get("hash", ""),
+            published_at=float(d.get("published_at", 0)), hash=d.get("hash", ""), notify=d.get("notify"),
         )  # fmt: skip
 
     def masker(self, node: str) -> Masker:
@@ -136,7 +137,8 @@ def describe(pipeline: Pipeline, plan: ExecutionPlan, description: str = "") -> 
             "paths": sorted(list(p) for p in secret_paths(model)),
             "names": sorted(node.spec.secret_fields),
         }
-    pub = PublishedPipeline(pipeline.name, pipeline.source or "", description, plan, schemas, secrets)
+    notify = pipeline.notify.model_dump(mode="json") if pipeline.notify is not None else None
+    pub = PublishedPipeline(pipeline.name, pipeline.source or "", description, plan, schemas, secrets, notify=notify)
     return dataclasses.replace(pub, hash=pub.content_hash())
 
 

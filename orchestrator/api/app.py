@@ -122,7 +122,7 @@ def create_app(settings: Settings, tokens: auth.Tokens, aclient: AsyncClient | N
     @app.post("/runs", status_code=201, tags=["runs"], dependencies=[Writer])
     async def submit(body: SubmitRequest, c: Client, request: Request) -> SubmitResponse:
         """Submit a published pipeline; params are ``{task: {field: value}}`` merged into its defaults."""
-        run_id = await c.submit(body.pipeline, body.params)
+        run_id = await c.submit(body.pipeline, body.params, notify=body.notify)
         base = str(request.url_for("run", run_id=run_id).path)
         return SubmitResponse(run_id=run_id, pipeline=body.pipeline, status_url=base, events_url=base + "/events")
 
@@ -142,7 +142,9 @@ def create_app(settings: Settings, tokens: auth.Tokens, aclient: AsyncClient | N
     @app.get("/runs/{run_id}", name="run", tags=["runs"], dependencies=[Reader])
     async def run(run_id: str, c: Client) -> RunStatus:
         """A run's state, each task's state, times, attempts, host, progress and error (masked)."""
-        return run_status(await c.status(check_run_id(run_id)))
+        status = run_status(await c.status(check_run_id(run_id)))
+        status.notifications = await asyncio.to_thread(c.client.notifications, run_id)
+        return status
 
     @app.get("/runs/{run_id}/results", tags=["runs"], dependencies=[Reader])
     async def results(run_id: str, c: Client) -> dict[str, Any]:
@@ -224,7 +226,7 @@ def create_app(settings: Settings, tokens: auth.Tokens, aclient: AsyncClient | N
 
 
 async def _task_folder(c: AsyncClient, run_id: str, task: str) -> Path:
-    """``<artifact_root>/<task>/v<version>/<run_id>`` of a task of this run (404 if the run has no such task)."""
+    """``<artifact_root>/<pipeline>/<task>/v<version>/<run_id>`` of a task of this run (404 if it has no such task)."""
     import json
 
     check_run_id(run_id)
@@ -233,7 +235,9 @@ async def _task_folder(c: AsyncClient, run_id: str, task: str) -> Path:
     if raw is None:
         raise HTTPException(404, f"run '{run_id}' has no task '{task}'")
     try:
-        return task_dir(Path(c.settings.artifact_root), task, str(json.loads(raw).get("ver", "1")), run_id)
+        record = json.loads(raw)
+        pipeline = str(record.get("pipeline") or "default")  # as the worker that wrote them (workers/runner.py)
+        return task_dir(Path(c.settings.artifact_root), pipeline, task, str(record.get("ver", "1")), run_id)
     except UnsafePath:
         raise HTTPException(404, f"run '{run_id}' has no artifacts for task '{task}'") from None
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import Problem
+from orchestrator.notify import NotifyConfig
 from orchestrator.redact import NO_SECRETS
 from orchestrator.registry import PublishedPipeline
 from orchestrator.states import RunState, TaskState
@@ -25,6 +26,9 @@ class SubmitRequest(BaseModel):
 
     pipeline: str = Field(min_length=1, max_length=200, description="name of a published pipeline")
     params: dict[str, Any] = Field(default_factory=dict, description="{task: {field: value}}, merged into defaults")
+    notify: NotifyConfig | None = Field(
+        None, description="run-end notifications added to the pipeline's [notify]: webhooks (http/https), e-mails, on"
+    )
 
 
 class SubmitResponse(BaseModel):
@@ -79,6 +83,9 @@ class RunStatus(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
     last_event: str = Field("0-0", description="stream id of the last event this status includes")
+    notifications: list[dict[str, Any]] = Field(
+        default_factory=list, description="run-end notification delivery attempts (target, outcome, attempt, at)"
+    )
 
 
 class RunSummary(BaseModel):

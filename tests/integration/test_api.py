@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -627,3 +628,21 @@ def test_the_example_page_script_submits_follows_and_shows_the_result(server: Se
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"].endswith(": succeeded") and out["bar"] == [7, 7] and out["disabled"] is False
     assert out["result"]["total_orders"] > 900 and out["result"]["path"].endswith("report.md")
+
+
+def test_per_run_notifications_through_the_api_are_checked_stored_and_not_echoed(
+    http: httpx.Client, redis_client: redis.Redis
+) -> None:
+    """POST /runs takes run-end notification targets: a bad one is a 422 naming the field; a good one is stored
+    in the run (workers deliver it, tests/integration/test_notify.py) and its URL token is never shown back."""
+    bad = http.post("/runs", json={"pipeline": "api_steps", "notify": {"webhooks": ["ftp://x/y"]}}, headers=AUTH)
+    assert bad.status_code == 422 and any("notify" in str(p["field"]) for p in bad.json()["problems"]), bad.text
+    token = "tok" + uuid.uuid4().hex
+    resp = http.post("/runs", json={"pipeline": "api_steps", "notify": {"webhooks": [f"http://127.0.0.1:9/h?t={token}"],
+                     "emails": ["ops@example.org"], "on": ["failed"]}}, headers=AUTH)  # fmt: skip
+    assert resp.status_code == 201, resp.text
+    run_id = resp.json()["run_id"]
+    stored = json.loads(redis_client.hget(keys.run_keys(run_id).meta, "notify"))
+    assert stored["emails"] == ["ops@example.org"] and token in stored["webhooks"][0] and stored["on"] == ["failed"]
+    shown = http.get(f"/runs/{run_id}").text
+    assert token not in shown and "notifications" in http.get(f"/runs/{run_id}").json()
