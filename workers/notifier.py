@@ -46,6 +46,7 @@ from orchestrator.states import TERMINAL_RUN_STATES
 from orchestrator.store import connect
 from workers.logs import get_logger
 from workers.outbox import Claim, Outbox
+from workers.threads import leave_signals_to_main_thread
 
 MAX_SLEEP_S = 5.0  #: sweep the outbox at least this often (a lost wake-up costs at most this)
 SLOTS = 4  #: runs delivered at once by one worker
@@ -65,6 +66,7 @@ class Notifier(threading.Thread):
         self._warned: set[str] = set()
 
     def run(self) -> None:
+        leave_signals_to_main_thread()
         r = connect(self.settings.redis_url_value())
         outbox = Outbox(r)
         pubsub = None

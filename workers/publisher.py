@@ -19,6 +19,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import connect
 from orchestrator.trust import project_dir
 from workers.logs import get_logger
+from workers.threads import leave_signals_to_main_thread
 
 
 class Publisher(threading.Thread):
@@ -30,6 +31,7 @@ class Publisher(threading.Thread):
         self.log = get_logger(component="publisher")
 
     def run(self) -> None:
+        leave_signals_to_main_thread()
         files = pipeline_files(self.settings.publish_pipelines, project_dir() or Path.cwd())
         if not files:
             return

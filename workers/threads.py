@@ -2,7 +2,7 @@
 
 A process-directed signal (SIGCHLD when a pool process dies, SIGTERM for a warm shutdown) may be
 delivered to any thread that does not block it. If one of chordflow's helper threads (reaper,
-scheduler, announcer, heartbeat, artifact writer) takes it while blocked in a system call, Python
+scheduler, announcer, notifier, publisher, heartbeat, artifact writer) takes it while blocked in a system call, Python
 runs the handler only when the main thread next wakes up: Celery noticed a killed pool process
 seconds late. Each helper thread blocks all signals as its first act.
 """
