@@ -182,6 +182,7 @@ def _child(url: str, artifacts: str, width: int, depth: int) -> None:
             task_modules=["bench.cf_tasks"],
             allowed_task_prefixes=["bench."],
             task_events=False,
+            use_cache=False,  # as every execution scenario (bench/common.py): each repetition runs its tasks
         )
     )
     warm = client.submit(cf_tasks.fanout(1))

@@ -152,11 +152,15 @@ class CachePlan:
         """(node, result JSON, source run) of every node settled as ``cached`` at submit."""
         return [(n, d.result or "null", d.source_run or "") for n, d in self.decisions.items() if d.action == "cached"]
 
-    def record_fields(self, specs: Mapping[str, TaskSpec]) -> dict[str, dict[str, Any]]:
-        """What the worker needs to write the entry and ``metadata.json``: fingerprint, parts, policy."""
+    def record_fields(self, specs: Mapping[str, TaskSpec], record: bool = True) -> dict[str, dict[str, Any]]:
+        """What the worker needs to write the entry and ``metadata.json``: fingerprint, parts, policy.
+
+        ``record=False`` (the ``use_cache`` setting off): workers write no cache entry either, so a
+        deployment without caching pays nothing for it (one Redis round trip per task).
+        """
         return {
             n: {"pipeline": self.pipeline, "node": n, "fp": fp.digest, "fpp": fp.parts,
-                "cache": specs[n].cache, "cache_ttl_s": specs[n].cache_ttl_s}
+                "cache": specs[n].cache and record, "cache_ttl_s": specs[n].cache_ttl_s}
             for n, fp in self.fps.items()
         }  # fmt: skip
 

@@ -152,7 +152,8 @@ class Client:
         extra = None
         if pipeline is not None:
             cache = self.cache_plan(pipeline, plan, **cache_options)
-            cached, extra = cache.cached, cache.record_fields({n.name: n.spec for n in pipeline.nodes})
+            specs = {n.name: n.spec for n in pipeline.nodes}
+            cached, extra = cache.cached, cache.record_fields(specs, record=self.settings.use_cache)
         hits = {n for n, _, _ in cached}
         roots = [n for n in plan.roots if n not in hits]
         run_id = self.store.reserve_run_id()
