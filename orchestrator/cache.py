@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,6 +217,15 @@ def resume_source(r: redis.Redis, plan: ExecutionPlan, needed: list[str], from_r
                          "outside the resumed part; run it in full first")  # fmt: skip
 
 
+def secret_key(r: redis.Redis) -> bytes:
+    """The key secret params are HMACed with in fingerprints: random, made once per Redis, never shown."""
+    key = r.get(keys.CACHE_SECRET_KEY)
+    if key is None:
+        r.set(keys.CACHE_SECRET_KEY, secrets.token_hex(32), nx=True)
+        key = r.get(keys.CACHE_SECRET_KEY)
+    return key.encode() if isinstance(key, str) else bytes(key or b"")
+
+
 def prepare(
     r: redis.Redis | None,
     pipeline: Any,
@@ -231,7 +241,7 @@ def prepare(
     from orchestrator.fingerprint import fingerprint_plan
 
     specs = {n.name: n.spec for n in pipeline.nodes}
-    fps = fingerprint_plan(pipeline, plan, hasher)
+    fps = fingerprint_plan(pipeline, plan, hasher, secret_key(r) if r is not None else b"")
     forced = descendants(plan, force_tasks) if force_tasks else set()
     if resume_from:
         rerun = descendants(plan, [resume_from])

@@ -20,6 +20,7 @@ import datetime as dt
 import decimal
 import enum
 import hashlib
+import hmac
 import inspect
 import json
 import math
@@ -158,9 +159,13 @@ class Fingerprint:
 
 
 def fingerprint_plan(
-    pipeline: Pipeline, plan: ExecutionPlan, hasher: FileHasher | None = None
+    pipeline: Pipeline, plan: ExecutionPlan, hasher: FileHasher | None = None, secret_key: bytes = b""
 ) -> dict[str, Fingerprint]:
     """The fingerprint of every node, parents first.
+
+    Secret params (``SecretStr``/``SecretBytes``) are shown as ``<secret>`` in the parts, but their values
+    enter the digest as an HMAC under ``secret_key`` (kept in Redis, see :func:`orchestrator.cache.secret_key`):
+    two runs that differ only in a credential never share a cache entry, and no stored part reveals it.
 
     Raises:
         PipelineInvalid: a param or input file cannot be hashed (names the task and the field).
@@ -187,6 +192,9 @@ def fingerprint_plan(
             }
             if spec.cache_source:
                 parts["source"] = _source_hash(spec.fn)
+            secrets = _secret_values(params)
+            if secrets:
+                parts["secrets"] = hmac.new(secret_key, dumps(secrets).encode(), hashlib.sha256).hexdigest()
         except Unhashable as exc:
             problems.append(Problem(f"cannot fingerprint for the cache: {exc.reason}", task=name, field=exc.path))
             continue
@@ -197,6 +205,21 @@ def fingerprint_plan(
     if problems:
         raise PipelineInvalid(problems)
     return out
+
+
+def _secret_values(value: Any) -> list[str]:
+    """The values of the secrets in ``value`` (any depth), in a stable order."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, SecretBytes):
+        return [value.get_secret_value().hex()]
+    if isinstance(value, BaseModel):
+        return _secret_values(value.model_dump())
+    if isinstance(value, Mapping):
+        return [s for k in sorted(value, key=str) for s in _secret_values(value[k])]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _secret_values(v)]
+    return []
 
 
 def _validated(model: type[BaseModel] | None, params: Mapping[str, Any]) -> dict[str, Any]:

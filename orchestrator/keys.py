@@ -47,6 +47,7 @@ chordflow:run:{rid}:notifications         list    one JSON line per notification
 chordflow:run:{rid}:events                stream  every state change and progress update, written by the ledger
                                                   in the same atomic step (kind=task|run|progress, node, state,
                                                   progress, at); trimmed to ~EVENTS_MAXLEN
+chordflow:cache-secret-key                string  random HMAC key: secret params enter fingerprints through it
 chordflow:cache:{fingerprint}             string  cache entry (JSON: run_id, pipeline, node, task, result, artifacts
                                                   dir, created_at by Redis time); EX = the task's cache_ttl_s
 chordflow:cache-last:{pipeline}:{node}    string  JSON {fp, parts, run_id}: the last successful fingerprint of a
@@ -74,6 +75,7 @@ UNACKED_SEEN = f"{PREFIX}:unacked-seen"
 PIPELINES = f"{PREFIX}:pipelines"
 EVENTS_MAXLEN = 10_000  #: events kept per run (approximate trim); a client that lags more re-reads the state
 CACHE_PREFIX = f"{PREFIX}:cache:"
+CACHE_SECRET_KEY = f"{PREFIX}:cache-secret-key"  #: HMAC key of secret params in fingerprints (made once)
 CACHE_LAST_PREFIX = f"{PREFIX}:cache-last:"
 KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message, exchange, routing key]
 

@@ -45,6 +45,18 @@ if redis.call('HSETNX', KEYS[1], 'run_id', ARGV[1]) == 1 then
 end
 return 0
 """
+_PROGRESS_LUA = """
+-- progress(node, "done/total", maxlen): store it and announce it; a run that already ended (its keys have
+-- a TTL) gives the same TTL to what this creates, so a late report never leaves a key behind forever
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'progress', 'node', ARGV[1], 'progress', ARGV[2])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
 CLOCK_REFRESH_S = 30.0  #: how long a Redis TIME reading is carried forward on the monotonic clock
 HASH_CHUNK = 5000  #: fields per HSET, keeps single commands small
 DISPATCH_CHUNK = 1000  #: roots per ledger call, keeps Redis responsive
@@ -147,6 +159,7 @@ class RunStore:
         self._ledger = self.r.register_script(source)
         self._due_script = self.r.register_script(_DUE_LUA)
         self._reserve = self.r.register_script(_RESERVE_LUA)
+        self._progress = self.r.register_script(_PROGRESS_LUA)
         self._ledger_source = source
         self._ledger_loaded = False
         self._clock: tuple[float, float] | None = None
@@ -179,6 +192,7 @@ class RunStore:
         templates: dict[str, str],
         roots: list[str] | None = None,
         cached: list[tuple[str, str, str]] | None = None,
+        retried: bool = False,
     ) -> bool:
         """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing).
 
@@ -226,6 +240,14 @@ class RunStore:
             pipe.evalsha(self._ledger.sha, len(ledger_keys), *ledger_keys, "dispatch", run_id, *(roots or []))
         try:
             results = pipe.execute(raise_on_error=False)
+            if (cached or with_roots) and any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+                # Redis lost its script cache (a restart) since we loaded the ledger: start over, once
+                self._forget(run_id)
+                if retried:
+                    raise results[-1]
+                self._ledger_loaded = False
+                self.r.hsetnx(k.meta, "run_id", run_id)
+                return self.create_run(run_id, meta, records, pending, templates, roots, cached, retried=True)
             errors = [r for r in results[:-1 if with_roots else None] if isinstance(r, Exception)]
             if errors:
                 raise errors[0]
@@ -302,9 +324,12 @@ class RunStore:
         """A due retry: publish it at the front of its queue (idempotent; only one caller acts)."""
         return str(self._call(run_id, "wake", node)[0])
 
-    def reject(self, run_id: str, node: str, error_json: str, log_line: str) -> str:
-        """Fail a queued node whose message reached a worker that does not know its task."""
-        return str(self._call(run_id, "reject", node, error_json, log_line)[0])
+    def reject(
+        self, run_id: str, node: str, error_json: str, log_line: str, task_id: str = "", requeue: bool = False
+    ) -> str:
+        """A queued node's message reached a worker that does not know its task: requeue it for a worker that
+        does (``requeue``), or fail it with the reason."""
+        return str(self._call(run_id, "reject", node, error_json, log_line, task_id, "1" if requeue else "0")[0])
 
     def due(self, limit: int = 200) -> tuple[list[tuple[str, str]], float | None]:
         """Due (run_id, node) pairs by Redis time, and seconds until the next one (None: nothing scheduled)."""
@@ -345,11 +370,7 @@ class RunStore:
     def set_progress(self, run_id: str, node: str, done: int, total: int) -> None:
         """Store a node's progress and announce it on the run's event stream (one round trip)."""
         k = keys.run_keys(run_id)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(k.progress, node, f"{done}/{total}")
-        pipe.xadd(k.events, {"kind": "progress", "node": node, "progress": f"{done}/{total}"},
-                  maxlen=keys.EVENTS_MAXLEN, approximate=True)  # fmt: skip
-        pipe.execute()
+        self._progress(keys=[k.meta, k.progress, k.events], args=[node, f"{done}/{total}", keys.EVENTS_MAXLEN])
 
     def events(
         self, run_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 1000

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from orchestrator.fleet import Fleet
 from orchestrator.settings import Settings
 from orchestrator.store import RUN_ID_RE, RunStore, connect
 from workers.logs import get_logger
@@ -49,9 +50,13 @@ def fail_unknown_node(settings: Settings, worker: str, message: Any, task_name: 
     line = json.dumps({"task": node, "attempt": 0, "outcome": "failed", "host": worker,
                        "error": error["type"], "message": text[:300]})  # fmt: skip
     log = get_logger(run_id=run_id, task=node, host=worker)
+    headers = getattr(message, "headers", None) or {}
+    queue = (getattr(message, "delivery_info", None) or {}).get("routing_key", "")
     try:
-        outcome = _STORE[0].reject(run_id, node, json.dumps(error), line)
+        live = Fleet(_STORE[0].r).live()
+        others = [w for w in live if task_name in w.tasks and queue in w.queues and w.name != worker]
+        outcome = _STORE[0].reject(run_id, node, json.dumps(error), line, str(headers.get("id") or ""), bool(others))
     except redis.RedisError as exc:
         log.error("task.unregistered_unrecorded", error=str(exc))
         return
-    log.error("task.unregistered", task_name=task_name, outcome=outcome)
+    log.error("task.unregistered", task_name=task_name, outcome=outcome)  # requeued: another worker knows it

@@ -5,7 +5,7 @@
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
 --   16 lost  17 waiting  18 events (stream)  19 active runs (global set)  20 due (global zset)
 --   21 notify (global zset: the outbox of run-end notifications)
---   The two global keys are never expired here; N_RUN_KEYS are the run's own.
+--   The global keys are never expired here; N_RUN_KEYS are the run's own.
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
 -- Settling a node (succeeded/failed/...) is write-once: a second settle of a
@@ -27,6 +27,7 @@ local K_NOTIFY = KEYS[21]
 local NOTIFY_CHANNEL = 'chordflow:notify-wake'  -- keys.NOTIFY_CHANNEL
 local N_RUN_KEYS = 18
 local EVENTS_MAXLEN = 10000  -- keys.EVENTS_MAXLEN
+local LOST_SCAN = 1000  -- longest queue op_reap searches for a message it may have lost
 local WAKE_CHANNEL = 'chordflow:wake'  -- keys.WAKE_CHANNEL (a channel, not a key; checked by tests/unit/test_structure.py)
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
@@ -385,8 +386,12 @@ local function op_reap()
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - lost_ms, 'LIMIT', 0, 50)) do
     local tid = redis.call('HGET', K_TASK_IDS, node)
     if redis.call('HGET', K_STATE, node) == 'queued' and tid then
-      if redis.call('HEXISTS', unacked, tid) == 1
-          or redis.call('LPOS', spec(node).q, message_of(node, tid), 'RANK', -1) then
+      local q = spec(node).q
+      -- a queue longer than LOST_SCAN is not searched inside the script (it would block Redis): such a
+      -- node is left to the visibility-timeout net below. A message kombu restored (re-serialised bytes)
+      -- is not recognised and is dispatched once more: a duplicate the lease makes harmless.
+      if redis.call('HEXISTS', unacked, tid) == 1 or redis.call('LLEN', q) > LOST_SCAN
+          or redis.call('LPOS', q, message_of(node, tid), 'RANK', -1) then
         redis.call('ZADD', K_WAITING, NOW_MS, node)
       else
         redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'message_lost', at = NOW_S}))
@@ -476,14 +481,20 @@ local function op_wake()
   return {'ok', 'queued'}
 end
 
--- reject(node, error_json, log_line): a worker received this node's message but has no such task
--- registered: fail the node now with the reason (never drop it silently). A node that is running
--- elsewhere (a known copy holds the lease) is left alone.
+-- reject(node, error_json, log_line, task_id, requeue): a worker received this node's message but has no
+-- such task registered. If another live worker announces the task (requeue), the node is dispatched again
+-- at the head of its queue (at most 5 times); otherwise it fails now with the reason (never dropped
+-- silently). A stale copy (not the node's current message) and a node not queued are left alone.
 local function op_reject()
-  local node, err, line = ARGV[3], ARGV[4], ARGV[5]
+  local node, err, line, task_id, requeue = ARGV[3], ARGV[4], ARGV[5], ARGV[6] or '', ARGV[7] == '1'
   local st = redis.call('HGET', K_STATE, node)
-  if st ~= 'queued' and st ~= 'retrying' then return {'skip', st or ''} end
-  redis.call('ZREM', K_DUE, due_member(node))
+  if st ~= 'queued' then return {'skip', st or ''} end
+  local current = redis.call('HGET', K_TASK_IDS, node)
+  if task_id ~= '' and current and current ~= task_id then return {'skip', 'stale'} end  -- an old copy
+  if requeue and redis.call('HINCRBY', K_LOST, node .. ':unregistered', 1) <= 5 then
+    dispatch(node, true)  -- another live worker knows the task (e.g. a rolling deploy): let it take it
+    return {'requeued', 'queued'}
+  end
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('RPUSH', K_LOG, stamped(line))
   finish(node, 'failed')
