@@ -67,6 +67,11 @@ def pipeline_part(pipeline: str) -> str:
     return fit_name(slug[:100], "-" + hashlib.sha256(pipeline.encode()).hexdigest()[:8])
 
 
+def pipeline_of(record: dict[str, Any]) -> str:
+    """The pipeline a node record belongs to (its artifacts' folder); records from before C5 have none."""
+    return str(record.get("pipeline") or "default")
+
+
 def task_dir(root: Path, pipeline: str, node: str, version: str, run_id: str) -> Path:
     pipeline = pipeline_part(pipeline)
     if is_reserved(pipeline):

@@ -133,3 +133,17 @@ def cli_env(worker_env: dict[str, str]) -> dict[str, str]:
     env.update(worker_env)
     env["PYTHONPATH"] = str(REPO)
     return env
+
+
+def marked_processes(marker: str) -> list[dict[str, object]]:
+    """Processes still alive whose environment carries ``CHORDFLOW_TEST_MARKER=marker`` (what a command left)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.environ().get("CHORDFLOW_TEST_MARKER") == marker:
+                found.append(p.info)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found

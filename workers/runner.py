@@ -17,6 +17,7 @@ import time
 import traceback
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -29,6 +30,7 @@ from orchestrator.artifacts import (
     append_line,
     error_report_path,
     failed_log_path,
+    pipeline_of,
     task_dir,
     write_json,
     write_text_atomic,
@@ -116,7 +118,7 @@ class NodeRunner:
             log,
             self.settings.progress_interval_s,
             masker,
-            pipeline=_pipeline_of(claim.record),
+            pipeline=pipeline_of(claim.record),
         )
         log.debug("task.started")
         heartbeat = heartbeat_for(self.settings)
@@ -140,9 +142,10 @@ class NodeRunner:
             # Celery (and Flower) see the failure, with secrets scrubbed from its message
             raise TaskFailed(f"{error['type']}: {error['message']}") from None
         duration = time.monotonic() - started
+        out = None
         if self.settings.write_artifacts:
             try:
-                self._write_artifacts(claim, run_id, node, result_json, duration, host, ctx.masker)
+                out = self._write_artifacts(claim, run_id, node, result_json, duration, host, ctx.masker)
             except UnsafePath as exc:
                 error = self._on_error(celery_task, store, claim, ctx, PermanentError(str(exc)), duration, token)
                 raise TaskFailed(f"{error['type']}: {error['message']}") from None
@@ -154,19 +157,18 @@ class NodeRunner:
             log.warning("task.result_discarded", reason=outcome)
         else:
             log.info("task.succeeded", duration_s=round(duration, 6))
-            self._remember(store, claim.record, run_id, node, result_json, log)
+            self._remember(store, claim.record, run_id, node, result_json, out, log)
         return None
 
-    def _remember(self, store: RunStore, record: dict[str, Any], run_id: str, node: str, result: str, log: Any) -> None:
+    def _remember(
+        self, store: RunStore, record: dict[str, Any], run_id: str, node: str, result: str, out: Path | None, log: Any
+    ) -> None:
         """C5: index the result by its fingerprint; after the artifacts (same writer thread, in order),
         so an entry never points at a directory still being written."""
         if not record.get("fp") or not record.get("cache", True):
             return
-        out = None
-        if self.settings.write_artifacts:
-            out = str(task_dir(self.settings.artifact_root, _pipeline_of(record), node, self.spec.version, run_id))
-        entry = cache.entry_json(run_id, _pipeline_of(record), node, self.spec.name, result, out,
-                                 store.redis_now(), record["fp"])  # fmt: skip
+        entry = cache.entry_json(run_id, pipeline_of(record), node, self.spec.name, result,
+                                 None if out is None else str(out), store.redis_now(), record["fp"])  # fmt: skip
         # the parts explain a later miss ("which param changed"); they are masked like metadata.json
         last = json.dumps({"fp": record["fp"], "parts": self._masker.data(record.get("fpp") or {}), "run_id": run_id})
 
@@ -319,9 +321,10 @@ class NodeRunner:
 
     def _write_artifacts(
         self, claim: Any, run_id: str, node: str, result_json: str, duration: float, host: str, masker: Masker
-    ) -> None:
-        """Check the artifact path now (raises UnsafePath); write the two files in the writer thread."""
-        out = task_dir(self.settings.artifact_root, _pipeline_of(claim.record), node, self.spec.version, run_id)
+    ) -> Path:
+        """Check the artifact path now (raises UnsafePath); write the two files in the writer thread.
+        Returns the directory (resolved once: the cache entry points at it)."""
+        out = task_dir(self.settings.artifact_root, pipeline_of(claim.record), node, self.spec.version, run_id)
         metadata = {
             "run_id": run_id,
             "task": node,
@@ -334,7 +337,7 @@ class NodeRunner:
             },
             "duration_s": round(duration, 6),
             "status": "succeeded",
-            "pipeline": _pipeline_of(claim.record),
+            "pipeline": pipeline_of(claim.record),
             "fingerprint": claim.record.get("fp"),
             "fingerprint_parts": masker.data(claim.record.get("fpp") or {}),
             "attempt": claim.attempt,
@@ -349,6 +352,7 @@ class NodeRunner:
             write_text_atomic(out / "metadata.json", json.dumps(metadata))
 
         WRITER.submit(write)
+        return out
 
     def _log_line(
         self, node: str, attempt: int, outcome: str, duration: float, host: str, error: dict[str, Any] | None = None
@@ -364,10 +368,6 @@ class NodeRunner:
             line.update(error=error["type"], message=error["message"][:300])
         return json.dumps(line)
 
-
-def _pipeline_of(record: dict[str, Any]) -> str:
-    """The pipeline name in the node record (records written before C5 have none)."""
-    return str(record.get("pipeline") or "default")
 
 
 def _redis_time_iso(store: RunStore) -> str:

@@ -15,10 +15,8 @@ import redis
 
 from orchestrator.fleet import Fleet
 from orchestrator.settings import Settings
-from orchestrator.store import RUN_ID_RE, RunStore, connect
+from orchestrator.store import RUN_ID_RE
 from workers.logs import get_logger
-
-_STORE: list[RunStore] = []
 
 
 def _ids(message: Any) -> tuple[str, str] | None:
@@ -39,8 +37,9 @@ def fail_unknown_node(settings: Settings, worker: str, message: Any, task_name: 
     if ids is None:
         return
     run_id, node = ids
-    if not _STORE:
-        _STORE.append(RunStore(connect(settings.redis_url_value()), settings.run_ttl_s))
+    from workers.runner import store_for  # this process's RunStore (one per process, as for tasks)
+
+    store = store_for(settings)
     text = (
         f"worker '{worker}' has no task '{task_name}' registered (its task modules: "
         f"{', '.join(settings.task_modules)}). Put the task's module under a task module, in a package with "
@@ -53,9 +52,9 @@ def fail_unknown_node(settings: Settings, worker: str, message: Any, task_name: 
     headers = getattr(message, "headers", None) or {}
     queue = (getattr(message, "delivery_info", None) or {}).get("routing_key", "")
     try:
-        live = Fleet(_STORE[0].r).live()
+        live = Fleet(store.r).live()
         others = [w for w in live if task_name in w.tasks and queue in w.queues and w.name != worker]
-        outcome = _STORE[0].reject(run_id, node, json.dumps(error), line, str(headers.get("id") or ""), bool(others))
+        outcome = store.reject(run_id, node, json.dumps(error), line, str(headers.get("id") or ""), bool(others))
     except redis.RedisError as exc:
         log.error("task.unregistered_unrecorded", error=str(exc))
         return

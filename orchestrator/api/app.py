@@ -43,7 +43,7 @@ from orchestrator.api.models import (
     run_summary,
 )
 from orchestrator.api.sse import STREAM_ID, run_events
-from orchestrator.artifacts import SAFE_PART, UnsafePath, safe_path, task_dir
+from orchestrator.artifacts import SAFE_PART, UnsafePath, pipeline_of, safe_path, task_dir
 from orchestrator.errors import (
     ChordflowError,
     PipelineInvalid,
@@ -236,8 +236,7 @@ async def _task_folder(c: AsyncClient, run_id: str, task: str) -> Path:
         raise HTTPException(404, f"run '{run_id}' has no task '{task}'")
     try:
         record = json.loads(raw)
-        pipeline = str(record.get("pipeline") or "default")  # as the worker that wrote them (workers/runner.py)
-        return task_dir(Path(c.settings.artifact_root), pipeline, task, str(record.get("ver", "1")), run_id)
+        return task_dir(Path(c.settings.artifact_root), pipeline_of(record), task, str(record.get("ver", "1")), run_id)
     except UnsafePath:
         raise HTTPException(404, f"run '{run_id}' has no artifacts for task '{task}'") from None
 

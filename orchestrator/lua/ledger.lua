@@ -279,6 +279,15 @@ local function op_begin()
   return out
 end
 
+-- record a node's failure (error, attempt log) and walk it down the graph: descendants upstream_failed
+local function settle_failed(node, err, line)
+  redis.call('HSET', K_ERRORS, node, err)
+  redis.call('RPUSH', K_LOG, stamped(line))
+  finish(node, 'failed')
+  propagate(node, false)
+  return {'ok', 'failed'}
+end
+
 -- settle guard: only the attempt holding the lease may settle a running node
 local function settle_guard(node, token)
   local st = redis.call('HGET', K_STATE, node)
@@ -311,11 +320,7 @@ local function op_fail()
     if refused[2] == 'failed' and redis.call('HGET', K_ERRORS, node) == err then return {'ok', 'failed'} end
     return refused
   end
-  redis.call('HSET', K_ERRORS, node, err)
-  redis.call('RPUSH', K_LOG, stamped(line))
-  finish(node, 'failed')
-  propagate(node, false)
-  return {'ok', 'failed'}
+  return settle_failed(node, err, line)
 end
 
 -- defer(node, token, error_json, log_line, wait_ms): this attempt failed; the next one is due in
@@ -495,11 +500,7 @@ local function op_reject()
     dispatch(node, true)  -- another live worker knows the task (e.g. a rolling deploy): let it take it
     return {'requeued', 'queued'}
   end
-  redis.call('HSET', K_ERRORS, node, err)
-  redis.call('RPUSH', K_LOG, stamped(line))
-  finish(node, 'failed')
-  propagate(node, false)
-  return {'ok', 'failed'}
+  return settle_failed(node, err, line)
 end
 
 -- cancel(): persistent flag; every unsettled node becomes cancelled now, so the run

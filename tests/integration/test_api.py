@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import redis
 
 from orchestrator import keys
 from orchestrator.embedded import WorkerProcess, die_with_parent, free_port, terminate_group
-from tests.conftest import REPO
+from tests.conftest import REPO, marked_processes
 from tests.integration.test_cli import chordflow
 
 DATA = REPO / "tests" / "data"
@@ -556,14 +555,7 @@ def test_make_webapp_one_command_in_embedded_mode(tmp_path: Path) -> None:
     finally:
         terminate_group(proc, grace_s=5)
     time.sleep(0.5)
-    leftovers = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if p.environ().get("CHORDFLOW_TEST_MARKER") == marker:
-                leftovers.append(p.info)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    assert leftovers == []
+    assert marked_processes(marker) == []
 
 
 NODE_SHIMS = r"""

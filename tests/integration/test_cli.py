@@ -11,14 +11,13 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 
 from orchestrator import Pipeline, keys
 from orchestrator.client import Client
 from orchestrator.keys import REAPER_LOCK
-from tests.conftest import REPO
+from tests.conftest import REPO, marked_processes
 from tests.fault_report import record
 from tests.pipelines import stamp
 
@@ -199,11 +198,4 @@ def test_demo_path_embedded_end_to_end_leaves_no_process(tmp_path: Path) -> None
     assert len(reports) == 1 and "Sales orders report" in reports[0].read_text()
     # Then nothing it started is still alive
     time.sleep(0.5)
-    leftovers = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if p.environ().get("CHORDFLOW_TEST_MARKER") == marker:
-                leftovers.append(p.info)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    assert leftovers == []
+    assert marked_processes(marker) == []
