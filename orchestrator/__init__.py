@@ -2,7 +2,7 @@
 
 Public API::
 
-    from orchestrator import task, Pipeline, TaskContext, RetryPolicy, TimeoutPolicy
+    from orchestrator import task, Pipeline, TaskContext, RetryPolicy, TimeoutPolicy, MapResults
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from orchestrator.context import TaskContext
+from orchestrator.map_results import FailedChunk, MapResults
 from orchestrator.model import Pipeline
 from orchestrator.spec import PermanentError, RetryPolicy, TimeoutPolicy, TransientError, TriggerRule, task
 
@@ -24,5 +25,7 @@ __all__ = [
     "TaskContext",
     # Pipelines
     "Pipeline",
+    "MapResults",
+    "FailedChunk",
     "__version__",
 ]

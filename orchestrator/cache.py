@@ -71,6 +71,8 @@ def decide(
             reasons.append("forced")
         elif not spec.cache:
             reasons.append("task is not cacheable (cache=False)")
+        elif node.map is not None:
+            reasons.append("map: each chunk is looked up in the cache by its own elements when it runs")
         running_parents = [p for p in node.parents if out[p].action != "cached"]
         if not reasons and entry is not None and not running_parents and _artifacts_exist(entry):
             out[name] = Decision("cached", source_run=entry.get("run_id"), result=entry.get("result"),
@@ -97,10 +99,23 @@ def _artifacts_exist(entry: Mapping[str, Any]) -> bool:
 
 
 def entry_json(
-    run_id: str, pipeline: str, node: str, task: str, result_json: str, artifacts: str | None, now: float, fp: str
-) -> str:
+    run_id: str, pipeline: str, node: str, task: str, result_json: str, artifacts: str | None, now: float, fp: str,
+    **extra: Any,
+) -> str:  # fmt: skip
     return json.dumps({"run_id": run_id, "pipeline": pipeline, "node": node, "task": task, "fp": fp,
-                       "result": result_json, "artifacts": artifacts, "created_at": now})  # fmt: skip
+                       "result": result_json, "artifacts": artifacts, "created_at": now, **extra})  # fmt: skip
+
+
+def chunk_lookup(r: redis.Redis, fp: str) -> dict[str, Any] | None:
+    """The entry of one map chunk (same task, params and elements ran before), or None."""
+    raw = r.get(keys.cache_entry(fp))
+    return json.loads(raw) if raw else None
+
+
+def chunk_record(r: redis.Redis, fp: str, entry: str, ttl_s: int | None) -> None:
+    """A chunk's entry (no "last fingerprint" pointer: a map has one per chunk, and --dry-run explains maps
+    as a whole)."""
+    r.set(keys.cache_entry(fp), entry, ex=ttl_s)
 
 
 def record(r: redis.Redis, record: Mapping[str, Any], entry: str, ttl_s: int | None, last: str) -> None:

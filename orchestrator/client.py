@@ -31,6 +31,7 @@ from orchestrator.fingerprint import FileHasher
 from orchestrator.fleet import Fleet, unroutable
 from orchestrator.keys import NOTIFY, run_keys, run_notifications
 from orchestrator.limits import Limits
+from orchestrator.map_results import split
 from orchestrator.model import Pipeline
 from orchestrator.notify import NotifyConfig, effective
 from orchestrator.plan import ExecutionPlan, build_plan
@@ -156,6 +157,13 @@ class Client:
             cached, extra = cache.cached, cache.record_fields(specs, record=self.settings.use_cache)
         hits = {n for n, _, _ in cached}
         roots = [n for n in plan.roots if n not in hits]
+        map_items = [
+            (child, split(json.loads(result), plan.nodes[child].map["batch_size"]))
+            for n, result, _ in cached
+            for child in plan.nodes[n].children
+            if plan.nodes[child].map is not None and plan.nodes[child].map["over"] == n
+            and not plan.nodes[child].map["stream"] and isinstance(json.loads(result), list)
+        ]  # the chunks of maps over a cached node (a worker splits the result of one that runs)
         run_id = self.store.reserve_run_id()
         meta: dict[str, Any] = {"pipeline": plan.pipeline, "source": source}
         if notify_cfg is not None:
@@ -168,6 +176,7 @@ class Client:
             templates=templates(self.app, plan),
             roots=roots,
             cached=cached,
+            map_items=map_items,
         ) and roots:
             self._dispatch_roots(run_id, roots)
         return run_id

@@ -104,6 +104,15 @@ def node_records(
             "params": n.params,
             "via": "chain" if n.via_chain else "ledger",
         }
+        if n.map is not None:
+            rec["map"] = n.map
+        feeds = [c for c in n.children if plan.nodes[c].map is not None and plan.nodes[c].map["over"] == name]
+        if feeds:  # its result is split into the chunks of these maps (by the worker, see workers/runner.py)
+            rec["feeds"] = {c: plan.nodes[c].map["batch_size"] for c in feeds if not plan.nodes[c].map["stream"]}
+            rec["streams"] = [c for c in feeds if plan.nodes[c].map["stream"]]
+        mapped_up = [p for p in n.parents if plan.nodes[p].map is not None and not (n.map and n.map["over"] == p)]
+        if mapped_up:
+            rec["mapped_up"] = mapped_up  # parents whose results arrive as MapResults
         if extra and name in extra:
             rec.update(extra[name])
         tail = chain_tail(app, run_id, plan, name)

@@ -47,6 +47,15 @@ chordflow:run:{rid}:notifications         list    one JSON line per notification
 chordflow:run:{rid}:events                stream  every state change and progress update, written by the ledger
                                                   in the same atomic step (kind=task|run|progress, node, state,
                                                   progress, at); trimmed to ~EVENTS_MAXLEN
+chordflow:run:{rid}:chunks                hash    "<map>[<i>]" -> state of chunk i of a map node (written once
+                                                  dispatched; an absent chunk below the map's total is pending)
+chordflow:run:{rid}:chunk_io              hash    "<map>[<i>]:in" -> the chunk's elements (JSON list, split from what
+                                                  the map maps over), "<map>[<i>]:out" -> its results (JSON list),
+                                                  ":t:<queued|started|...>", ":host", ":attempts" of the chunk
+chordflow:run:{rid}:maps                  hash    "<map>:total|width|next|allowed|items|n_<state>" -> counters of a map
+chordflow:run:{rid}:map_ready             zset    "<map>|<i, 10 digits>" (score 0, read by lex range): chunks ready
+                                                  out of order (map after map, retried) waiting for room in flight
+chordflow:run:{rid}:map_inflight          set     chunks queued, running or retrying (what cancel stops)
 chordflow:cache-secret-key                string  random HMAC key: secret params enter fingerprints through it
 chordflow:cache:{fingerprint}             string  cache entry (JSON: run_id, pipeline, node, task, result, artifacts
                                                   dir, created_at by Redis time); EX = the task's cache_ttl_s
@@ -73,6 +82,7 @@ WORKERS = f"{PREFIX}:workers"
 WORKERS_SEEN = f"{PREFIX}:workers:seen"
 UNACKED_SEEN = f"{PREFIX}:unacked-seen"
 PIPELINES = f"{PREFIX}:pipelines"
+MAP_READY_DIGITS = 10  #: a chunk index in map_ready is zero-padded so lex order is numeric order (ledger.lua)
 EVENTS_MAXLEN = 10_000  #: events kept per run (approximate trim); a client that lags more re-reads the state
 CACHE_PREFIX = f"{PREFIX}:cache:"
 CACHE_SECRET_KEY = f"{PREFIX}:cache-secret-key"  #: HMAC key of secret params in fingerprints (made once)
@@ -123,6 +133,11 @@ class RunKeys:
     lost: str
     waiting: str
     events: str
+    chunks: str  #: the map-node keys (C6): chunk states, chunk inputs/outputs, per-map counters, ready, in flight
+    chunk_io: str
+    maps: str
+    map_ready: str
+    map_inflight: str
     active_runs: str  #: global, not per run (the ledger never expires the global keys)
     due: str  #: global: retries and re-checks by due time
     notify: str  #: global: the outbox of run-end notifications; always last
@@ -159,6 +174,11 @@ def run_keys(run_id: str) -> RunKeys:
         lost=f"{base}:lost",
         waiting=f"{base}:waiting",
         events=f"{base}:events",
+        chunks=f"{base}:chunks",
+        chunk_io=f"{base}:chunk_io",
+        maps=f"{base}:maps",
+        map_ready=f"{base}:map_ready",
+        map_inflight=f"{base}:map_inflight",
         active_runs=ACTIVE_RUNS,
         due=DUE,
         notify=NOTIFY,

@@ -13,6 +13,10 @@ A file looks like::
     uses = "tasks.etl.steps.clean"
     depends_on = ["ingest"]
 
+    [tasks.parse]                       # a map node: once per element of what `split` returns
+    uses = "tasks.csvstats.parse_chunk"
+    map = { over = "split", max_in_flight = 64, batch_size = 1, allow_failed = 0 }
+
     [notify]                            # optional: see orchestrator.notify
     webhooks = ["https://example.com/hooks/chordflow"]
     emails = ["data-team@example.com"]
@@ -36,9 +40,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.limits import Limits, check_node_count
-from orchestrator.model import Node, Pipeline
+from orchestrator.model import DEFAULT_MAX_IN_FLIGHT, MapSpec, Node, Pipeline
 from orchestrator.notify import NotifyConfig
 from orchestrator.spec import spec_of
+
+
+class _MapDecl(BaseModel):
+    """``map = { over = "split", max_in_flight = 64, batch_size = 1, allow_failed = 0 }``"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    over: str = Field(min_length=1)
+    max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1, le=100_000)
+    batch_size: int = Field(1, ge=1, le=1_000_000)
+    allow_failed: int | float = Field(0, ge=0)
 
 
 class _NodeDecl(BaseModel):
@@ -47,6 +62,7 @@ class _NodeDecl(BaseModel):
     uses: str = Field(min_length=1)
     depends_on: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
+    map: _MapDecl | None = None
 
 
 class _Header(BaseModel):
@@ -104,7 +120,13 @@ def load_pipeline(
             problems.append(Problem(problem, task=node_name, file=src, field="uses"))
             continue
         assert spec is not None
-        pipeline.nodes.append(Node(node_name, spec, tuple(node.depends_on), node.params))
+        mapped = None
+        deps = list(node.depends_on)
+        if node.map is not None:
+            m = node.map
+            mapped = MapSpec(m.over, m.max_in_flight, m.batch_size, m.allow_failed)
+            deps = list(dict.fromkeys([m.over, *deps]))  # a map depends on what it maps over
+        pipeline.nodes.append(Node(node_name, spec, tuple(deps), node.params, mapped))
     if problems:
         raise PipelineInvalid(problems)
     return pipeline

@@ -18,14 +18,41 @@ if TYPE_CHECKING:
     from orchestrator.notify import NotifyConfig
 
 
+DEFAULT_MAX_IN_FLIGHT = 64
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """C6: run the node's task once per element of what its ``over`` parent returns.
+
+    The width is decided at run time, when ``over`` finishes. ``batch_size`` elements share one chunk
+    (one Celery message, one attempt, one retry); the task is still called once per element.
+    ``max_in_flight`` bounds the chunks queued or running at a time. ``allow_failed``: how many chunks
+    may fail (an int) or which fraction of them (a float below 1) with the map still succeeding.
+    """
+
+    over: str
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    batch_size: int = 1
+    allow_failed: int | float = 0
+
+    def allowed_failures(self, chunks: int) -> int:
+        """Failed chunks tolerated out of ``chunks``."""
+        if isinstance(self.allow_failed, float) and self.allow_failed < 1:
+            return int(self.allow_failed * chunks)
+        return int(self.allow_failed)
+
+
 @dataclass(frozen=True)
 class Node:
-    """One step of a pipeline: a task under a node name, with params and parents."""
+    """One step of a pipeline: a task under a node name, with params and parents (and, for a map node,
+    how it fans out)."""
 
     name: str
     spec: TaskSpec
     depends_on: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    map: MapSpec | None = None
 
 
 @dataclass
@@ -62,6 +89,31 @@ class Pipeline:
         self.nodes.append(Node(node_name, spec, tuple(depends_on), dict(params or {})))
         return self
 
+    def add_map(
+        self,
+        fn: Callable[..., Any] | TaskSpec,
+        *,
+        over: str,
+        name: str | None = None,
+        depends_on: Iterable[str] = (),
+        params: Mapping[str, Any] | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        batch_size: int = 1,
+        allow_failed: int | float = 0,
+    ) -> Pipeline:
+        """Add a map node: ``fn`` runs once per element of the list task ``over`` returns; its parameter
+        named ``over`` receives one element. Over another map node, chunk *i* starts as soon as chunk *i*
+        of that map is done (no barrier). A node depending on a map receives its results in input order
+        (annotate the parameter ``MapResults[T]`` to stream them, or ``list[T]``)."""
+        if isinstance(depends_on, str):
+            depends_on = [depends_on]
+        deps = tuple(dict.fromkeys([over, *depends_on]))
+        self.add_task(fn, name=name, depends_on=deps, params=params)
+        node = self.nodes[-1]
+        self.nodes[-1] = Node(node.name, node.spec, node.depends_on, node.params,
+                              MapSpec(over, max_in_flight, batch_size, allow_failed))  # fmt: skip
+        return self
+
     def node(self, name: str) -> Node:
         """The node called ``name`` (first one, if duplicated)."""
         for n in self.nodes:
@@ -96,7 +148,8 @@ class Pipeline:
         if unknown:
             raise PipelineInvalid(unknown)
         nodes = [
-            Node(n.name, n.spec, n.depends_on, deep_merge(n.params, overrides.get(n.name, {}))) for n in self.nodes
+            Node(n.name, n.spec, n.depends_on, deep_merge(n.params, overrides.get(n.name, {})), n.map)
+            for n in self.nodes
         ]
         return Pipeline(self.name, self.source, nodes, self.notify)
 

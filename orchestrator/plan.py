@@ -43,6 +43,8 @@ class NodePlan:
     via_chain: bool  #: dispatched by its predecessor's Celery chain, not by the ledger
     soft_timeout_s: float
     hard_timeout_s: float
+    #: a map node (C6): {"over", "max_in_flight", "batch_size", "allow_failed", "stream"}; None otherwise
+    map: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,11 @@ class ExecutionPlan:
                 release = f"join: counter of {len(seg.released_by)} parents ({', '.join(seg.released_by)})"
             if head.trigger_rule == TriggerRule.ALWAYS:
                 release += " [trigger: always]"
+            if head.map is not None:
+                canvas = f"map over {head.map['over']}: {sigs[0].replace(repr(head.name), repr(head.name + '[i]'))}"
+                release += (f" [map: chunk i after chunk i of {head.map['over']}]" if head.map["stream"]
+                            else f" [map: one chunk per {head.map['batch_size']} element(s) of its result, "
+                                 f"at most {head.map['max_in_flight']} in flight]")  # fmt: skip
             rows.append(
                 {
                     "segment": seg.index,
@@ -121,6 +128,14 @@ class ExecutionPlan:
         return out
 
 
+def _map_plan(node: Any, by_name: dict[str, Any]) -> dict[str, Any] | None:
+    m = node.map
+    if m is None:
+        return None
+    return {"over": m.over, "max_in_flight": m.max_in_flight, "batch_size": m.batch_size,
+            "allow_failed": m.allow_failed, "stream": by_name[m.over].map is not None}  # fmt: skip
+
+
 def build_plan(
     pipeline: Pipeline, default_queue: str, max_chain: int = DEFAULT_MAX_CHAIN, limits: Limits | None = None
 ) -> ExecutionPlan:
@@ -140,7 +155,10 @@ def build_plan(
     for name in order:
         parents = list(g.predecessors(name))
         rule = by_name[name].spec.trigger_rule
-        if len(parents) == 1 and rule is TriggerRule.ALL_SUCCESS:
+        # a map node and the children of one are released by the ledger (a map ends in the ledger when its
+        # last chunk settles, never by a Celery task returning)
+        chainable = by_name[name].map is None and not any(by_name[p].map is not None for p in parents)
+        if len(parents) == 1 and rule is TriggerRule.ALL_SUCCESS and chainable:
             parent = parents[0]
             seg = members[segment_of[parent]]
             if g.out_degree(parent) == 1 and seg[-1] == parent and len(seg) < max_chain:
@@ -168,6 +186,7 @@ def build_plan(
             via_chain=name in via_chain,
             soft_timeout_s=spec.timeout.soft_s,
             hard_timeout_s=spec.timeout.hard_limit_s,
+            map=_map_plan(node, by_name),
         )
     segments = [
         Segment(index=i, nodes=tuple(m), released_by=tuple(sorted(g.predecessors(m[0])))) for i, m in enumerate(members)

@@ -134,6 +134,7 @@ class RunSnapshot:
     hosts: dict[str, str] = field(default_factory=dict)
     progress: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    maps: dict[str, dict[str, int]] = field(default_factory=dict)  #: per map node: chunk counts (see maps_of)
     now: float = 0.0  #: Redis time when the snapshot was taken (durations of unfinished work use it)
     last_event: str = "0-0"  #: id of the run's last event when the snapshot was taken (read events after it)
 
@@ -193,6 +194,7 @@ class RunStore:
         roots: list[str] | None = None,
         cached: list[tuple[str, str, str]] | None = None,
         retried: bool = False,
+        map_items: list[tuple[str, list[str]]] | None = None,
     ) -> bool:
         """Write a reserved run's whole static state in one MULTI/EXEC (all or nothing).
 
@@ -200,7 +202,8 @@ class RunStore:
         job costs two round trips to submit. Returns whether the roots were dispatched (if not, call
         :meth:`dispatch`: e.g. Redis lost its script cache in between).
         ``cached`` (node, result JSON, source run) are settled as ``cached`` in the same transaction,
-        before the roots are dispatched (ledger op ``cached``).
+        before the roots are dispatched (ledger op ``cached``); ``map_items`` are the chunk batches of maps
+        over cached nodes (ledger op ``items``, before ``cached`` releases them).
         """
         k = keys.run_keys(run_id)
         created = self.redis_now()  # Redis time, not this host's clock: spans and ages agree across hosts
@@ -231,6 +234,9 @@ class RunStore:
         pipe.zadd(keys.RUNS_INDEX, {run_id: created})
         pipe.sadd(keys.ACTIVE_RUNS, run_id)
         pipe.persist(k.meta)  # a run's keys never expire while it is active; the TTL starts when it ends
+        if cached and map_items:
+            pipe.evalsha(self._ledger.sha, len(_ledger_keys(run_id)), *_ledger_keys(run_id), "items", run_id,
+                         *_flat_feeds(map_items))  # fmt: skip
         if cached:
             ledger_keys = _ledger_keys(run_id)
             pipe.evalsha(self._ledger.sha, len(ledger_keys), *ledger_keys, "cached", run_id,
@@ -247,7 +253,8 @@ class RunStore:
                     raise results[-1]
                 self._ledger_loaded = False
                 self.r.hsetnx(k.meta, "run_id", run_id)
-                return self.create_run(run_id, meta, records, pending, templates, roots, cached, retried=True)
+                return self.create_run(run_id, meta, records, pending, templates, roots, cached, retried=True,
+                                       map_items=map_items)  # fmt: skip
             errors = [r for r in results[:-1 if with_roots else None] if isinstance(r, Exception)]
             if errors:
                 raise errors[0]
@@ -301,9 +308,16 @@ class RunStore:
             parent_results=[v if v != "" else None for v in out[3:]],
         )
 
-    def succeed(self, run_id: str, node: str, token: str, result_json: str, log_line: str) -> str:
-        """Record the result and release children; ``dup``/``stale`` if this attempt no longer owns the node."""
-        return str(self._call(run_id, "succeed", node, token, result_json, log_line)[0])
+    def succeed(
+        self, run_id: str, node: str, token: str, result_json: str, log_line: str, items: int = 0,
+        feeds: Iterable[tuple[str, list[str]]] = (),
+    ) -> str:  # fmt: skip
+        """Record the result and release children; ``dup``/``stale`` if this attempt no longer owns the node.
+
+        ``items``: what a map chunk processed (elements, or rows it reported). ``feeds``: (map node, chunk
+        batches as JSON lists) for every map over ``node``, stored in the same atomic step.
+        """
+        return str(self._call(run_id, "succeed", node, token, result_json, log_line, items, *_flat_feeds(feeds))[0])
 
     def fail(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
         return str(self._call(run_id, "fail", node, token, error_json, log_line)[0])
@@ -401,13 +415,50 @@ class RunStore:
             if not meta:
                 raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
             return RunSnapshot(run_id, meta, now=sec + usec / 1e6, last_event=last[0][0] if last else "0-0")
-        for key in (k.meta, k.state, k.attempts, k.times, k.hosts, k.progress, k.errors):
+        for key in (k.meta, k.state, k.attempts, k.times, k.hosts, k.progress, k.errors, k.maps):
             pipe.hgetall(key)
-        (sec, usec), last, meta, states, attempts, times, hosts, progress, errors = pipe.execute()
+        (sec, usec), last, meta, states, attempts, times, hosts, progress, errors, maps = pipe.execute()
         if not meta:
             raise RunNotFound(f"no run '{run_id}' (unknown id, or its keys expired)")
-        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors, now=sec + usec / 1e6,
-                           last_event=last[0][0] if last else "0-0")  # fmt: skip
+        # chunks' errors and live progress are left out: the map's counts stand for them (see map_chunks)
+        progress, errors = ({n: v for n, v in d.items() if not n.endswith("]")} for d in (progress, errors))
+        return RunSnapshot(run_id, meta, states, attempts, times, hosts, progress, errors, maps_of(maps),
+                           now=sec + usec / 1e6, last_event=last[0][0] if last else "0-0")  # fmt: skip
+
+    def maps(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Per map node: total chunks, succeeded, failed (failed/upstream_failed/cancelled), running, queued
+        (queued or retrying), pending, items (elements or reported rows done)."""
+        raw = self.r.hgetall(keys.run_keys(run_id).maps)
+        return maps_of(raw)
+
+    def chunk_rows(self, run_id: str, node: str, start: int, stop: int) -> list[tuple[str, str | None, str | None]]:
+        """(state, result JSON, error JSON) of chunks ``start..stop-1`` of map ``node`` (one round trip)."""
+        k = keys.run_keys(run_id)
+        names = [f"{node}[{i}]" for i in range(start, stop)]
+        if not names:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hmget(k.chunks, names)
+        pipe.hmget(k.chunk_io, [f"{n}:out" for n in names])
+        pipe.hmget(k.errors, names)
+        states, outs, errors = pipe.execute()
+        return [(st or "pending", out, err) for st, out, err in zip(states, outs, errors, strict=True)]
+
+    def chunk_states(self, run_id: str, node: str, limit: int = 1000) -> dict[str, str]:
+        """States of the chunks of map ``node`` that were dispatched (at most ``limit``, scanned)."""
+        out: dict[str, str] = {}
+        for name, st in self.r.hscan_iter(keys.run_keys(run_id).chunks, match=f"{_glob_escape(node)}[[]*", count=1000):
+            out[name] = st
+            if len(out) >= limit:
+                break
+        return out
+
+    def attempts(self, run_id: str, node: str) -> int:
+        """Attempts started of a node or a map chunk (``"<map>[<i>]"``, kept with the chunk, see ledger.lua)."""
+        k = keys.run_keys(run_id)
+        if node.endswith("]"):
+            return int(self.r.hget(k.chunk_io, f"{node}:attempts") or 0)
+        return int(self.r.hget(k.attempts, node) or 0)
 
     def node_states(self, run_id: str) -> dict[str, str]:
         return self.r.hgetall(keys.run_keys(run_id).state)
@@ -456,6 +507,40 @@ def check_redis_config(client: redis.Redis) -> tuple[list[str], list[str]]:
     if config.get("appendonly") != "yes" and not config.get("save"):
         warnings.append("Redis has no persistence (appendonly no, no save points): a restart loses queued work")
     return errors, warnings
+
+
+def maps_of(raw: dict[str, str]) -> dict[str, dict[str, int]]:
+    """The ``maps`` hash (``<map>:<field>`` -> number) as per-map counts (see :meth:`RunStore.maps`)."""
+    by_map: dict[str, dict[str, int]] = {}
+    for key, value in raw.items():
+        node, _, f = key.rpartition(":")
+        by_map.setdefault(node, {})[f] = int(value)
+    out = {}
+    for node, f in by_map.items():
+        if "total" not in f:
+            continue
+        out[node] = {
+            "total": f["total"],
+            "succeeded": f.get("n_succeeded", 0) + f.get("n_cached", 0),
+            "failed": f.get("n_failed", 0) + f.get("n_upstream_failed", 0) + f.get("n_cancelled", 0),
+            "running": f.get("n_running", 0),
+            "queued": f.get("n_queued", 0) + f.get("n_retrying", 0),
+            "pending": f.get("n_pending", 0),
+            "items": f.get("items", 0),
+            "allowed_failures": f.get("allowed", 0),
+        }
+    return out
+
+
+def _flat_feeds(feeds: Iterable[tuple[str, list[str]]]) -> list[Any]:
+    out: list[Any] = []
+    for node, batches in feeds:
+        out += [node, len(batches), *batches]
+    return out
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in text)
 
 
 def _chunks(items: Iterable[Any], size: int = HASH_CHUNK) -> Iterator[list[Any]]:

@@ -57,6 +57,7 @@ def validate(pipeline: Pipeline, limits: Limits | None = None) -> list[Problem]:
                 problems.append(Problem("depends on itself", task=node.name, file=src))
         problems.extend(_check_params(node, src))
         problems.extend(_check_inputs(node, names, src))
+        problems.extend(_check_map(node, names, src))
 
     problems.extend(_check_cycles(pipeline))
     return problems
@@ -215,6 +216,16 @@ def _check_inputs(node: Any, names: dict[str, Any], src: str | None) -> list[Pro
         if upstream is None:
             continue  # reported as an unknown dependency
         produced = upstream.spec.result_type
+        if node.map is not None and pname == node.map.over:
+            continue  # one element of it: checked by _check_map
+        if upstream.map is not None:
+            # the results of a map, element by element: MapResults[T], list[T], Iterable[T] or Any
+            produced, wanted = upstream.spec.result_type, _element_type(wanted)
+            if wanted is _NOT_A_SEQUENCE:
+                problems.append(Problem(
+                    f"input '{pname}' is a map: annotate it MapResults[T] (streamed) or list[T]", task=node.name,
+                    file=src))  # fmt: skip
+                continue
         if not _fits(produced, wanted, allow_none=spec.trigger_rule is TriggerRule.ALWAYS):
             problems.append(
                 Problem(
@@ -224,6 +235,70 @@ def _check_inputs(node: Any, names: dict[str, Any], src: str | None) -> list[Pro
                 )
             )
     return problems
+
+
+_NOT_A_SEQUENCE = object()
+
+
+def _element_type(tp: Any) -> Any:
+    """The element type of a list-like annotation (``Any`` when unparameterised); ``_NOT_A_SEQUENCE`` otherwise."""
+    from orchestrator.map_results import MapResults
+
+    tp = _unwrap(tp)
+    if tp is Any:
+        return Any
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (list, tuple, MapResults) or origin in (
+        list, tuple, MapResults, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Iterator,
+    ):  # fmt: skip
+        return args[0] if args and args[0] is not Ellipsis else Any
+    return _NOT_A_SEQUENCE
+
+
+def _check_map(node: Any, names: dict[str, Any], src: str | None) -> list[Problem]:
+    """A map node: what it maps over exists and returns a list, its task takes one element, its options."""
+    m = node.map
+    if m is None:
+        return []
+    out = []
+
+    def problem(msg: str, field: str | None = None) -> None:
+        out.append(Problem(msg, task=node.name, file=src, field=field))
+
+    if not isinstance(m.max_in_flight, int) or m.max_in_flight < 1:
+        problem("max_in_flight must be a positive integer", "map.max_in_flight")
+    if not isinstance(m.batch_size, int) or m.batch_size < 1:
+        problem("batch_size must be a positive integer", "map.batch_size")
+    if isinstance(m.allow_failed, bool) or not isinstance(m.allow_failed, int | float) or m.allow_failed < 0:
+        problem("allow_failed must be a count (int >= 0) or a fraction (0 <= float < 1)", "map.allow_failed")
+    elif isinstance(m.allow_failed, float) and m.allow_failed >= 1:
+        problem("allow_failed as a float is a fraction of the chunks and must be below 1", "map.allow_failed")
+    spec, over = node.spec, names.get(m.over)
+    if m.over not in spec.upstream_params and not spec.takes_upstream_kwargs:
+        problem(f"maps over '{m.over}': its task needs a parameter named '{m.over}' (it receives one element)")
+    if over is None:
+        if m.over not in node.depends_on:
+            problem(f"maps over unknown task '{m.over}'", "map.over")
+        return out
+    wanted = spec.upstream_params.get(m.over, Any)
+    if over.map is not None:  # map after map: chunk i of this map takes chunk i's results of that one
+        if set(node.depends_on) != {m.over}:
+            problem(f"maps over map '{m.over}' (streamed chunk by chunk): it cannot depend on other tasks",
+                    "depends_on")  # fmt: skip
+        if m.batch_size != 1:
+            problem(f"maps over map '{m.over}': it keeps that map's chunks, so batch_size cannot be set",
+                    "map.batch_size")  # fmt: skip
+        produced = over.spec.result_type
+    else:
+        produced = _element_type(over.spec.result_type)
+        if produced is _NOT_A_SEQUENCE:
+            problem(f"maps over '{m.over}', which returns {_type_name(over.spec.result_type)}, not a list",
+                    "map.over")  # fmt: skip
+            return out
+    if not _fits(produced, wanted):
+        problem(f"input '{m.over}' expects {_type_name(wanted)} but an element of '{m.over}' is "
+                f"{_type_name(produced)}")  # fmt: skip
+    return out
 
 
 def _fits(produced: Any, wanted: Any, allow_none: bool = False) -> bool:

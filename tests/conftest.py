@@ -23,7 +23,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import RunSnapshot
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_TASK_MODULES = "tasks,tests.pipelines,tests.hostile_tasks,tests.retry_tasks,tests.cache_tasks"
+TEST_TASK_MODULES = "tasks,tests.pipelines,tests.hostile_tasks,tests.retry_tasks,tests.cache_tasks,tests.map_tasks"
 TEST_PREFIXES = "tasks.,tests."
 # Most tests run the same small pipelines again and again to test execution itself; the cache (C5)
 # would settle those runs as `cached`. Caching is off for them; tests/integration/test_cache.py

@@ -26,6 +26,7 @@ class WorkerContext:
         progress_interval_s: float,
         masker: Masker = NO_SECRETS,
         pipeline: str = "default",
+        chunk: int | None = None,
     ) -> None:
         self.run_id = run_id
         self.node = node
@@ -33,18 +34,23 @@ class WorkerContext:
         self.log = log
         self.masker = masker  #: this attempt's secrets: what the runner masks in errors and artifacts
         self._store = store
-        self._root, self._parts = artifact_root, (pipeline, node, version, run_id)
+        self._root, self._parts = artifact_root, (pipeline, node.partition("[")[0], version, run_id)
+        self._chunk = chunk  #: a map chunk writes under its map's directory, in chunk-<i>/
         self._interval = progress_interval_s
         self._last_write = 0.0
+        self.reported: int | None = None  #: the last ``done`` reported (a map counts a chunk's rows with it)
 
     @property
     def output_dir(self) -> Path:
         path = task_dir(self._root, *self._parts)  # checked on each use: no symlink escapes the root
+        if self._chunk is not None:
+            path = path / f"chunk-{self._chunk:06d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def progress(self, done: int, total: int) -> None:
         """Store ``done/total``; at most one write per interval, the final one always."""
+        self.reported = int(done)
         now = time.monotonic()
         if done < total and now - self._last_write < self._interval:
             return

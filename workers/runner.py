@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import traceback
+import typing
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,8 @@ from orchestrator.artifacts import (
     write_json,
     write_text_atomic,
 )
-from orchestrator.keys import run_keys as store_keys
+from orchestrator.fingerprint import digest
+from orchestrator.map_results import MapResults, split
 from orchestrator.redact import Masker
 from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
@@ -76,7 +78,11 @@ class NodeRunner:
     def __init__(self, spec: TaskSpec, settings: Settings) -> None:
         self.spec = spec
         self.settings = settings
-        self._adapters = {p: TypeAdapter(a) for p, a in spec.upstream_params.items()}
+        self._adapters = {
+            p: TypeAdapter(a)
+            for p, a in spec.upstream_params.items()
+            if a is not MapResults and typing.get_origin(a) is not MapResults  # validated element by element
+        }
         self._result_adapter = (
             None if spec.result_type in (None, Any) or _is_model(spec.result_type) else TypeAdapter(spec.result_type)
         )
@@ -119,6 +125,7 @@ class NodeRunner:
             self.settings.progress_interval_s,
             masker,
             pipeline=pipeline_of(claim.record),
+            chunk=_chunk_index(node) if claim.record.get("map") else None,
         )
         log.debug("task.started")
         heartbeat = heartbeat_for(self.settings)
@@ -130,12 +137,18 @@ class NodeRunner:
 
     def _attempt(self, celery_task: Any, store: RunStore, claim: Any, ctx: WorkerContext, token: str, host: str) -> Any:
         run_id, node, log = ctx.run_id, ctx.node, ctx.log
+        is_chunk = claim.record.get("map") is not None  # one chunk of a map node: "<map>[<i>]"
         started = time.monotonic()
+        items, chunk_fp, from_cache = 0, None, False
         try:
             self._check_record(claim.record)
-            kwargs = self._inputs(claim, ctx)
-            value = self.spec.fn(**kwargs)
-            result_json = self._dump(value)
+            if is_chunk:
+                result_json, items, chunk_fp, from_cache = self._run_chunk(store, claim, ctx)
+            else:
+                kwargs = self._inputs(claim, ctx, store)
+                value = self.spec.fn(**kwargs)
+                result_json = self._dump(value)
+            feeds = self._feeds(claim.record, result_json)
         except Exception as exc:
             duration = time.monotonic() - started
             error = self._on_error(celery_task, store, claim, ctx, exc, duration, token)
@@ -143,22 +156,102 @@ class NodeRunner:
             raise TaskFailed(f"{error['type']}: {error['message']}") from None
         duration = time.monotonic() - started
         out = None
-        if self.settings.write_artifacts:
+        if self.settings.write_artifacts and not is_chunk:  # a chunk's result lives in Redis (and the cache)
             try:
                 out = self._write_artifacts(claim, run_id, node, result_json, duration, host, ctx.masker)
             except UnsafePath as exc:
                 error = self._on_error(celery_task, store, claim, ctx, PermanentError(str(exc)), duration, token)
                 raise TaskFailed(f"{error['type']}: {error['message']}") from None
         heartbeat_for(self.settings).untrack(run_id, node)  # settling now: a renewal racing it is not a lost lease
-        outcome = store.succeed(
-            run_id, node, token, result_json, self._log_line(node, claim.attempt, "succeeded", duration, host)
-        )
+        line = self._log_line(node, claim.attempt, "cached" if from_cache else "succeeded", duration, host)
+        outcome = store.succeed(run_id, node, token, result_json, line, items, feeds)
         if outcome != "ok":  # our lease was taken over (we were presumed lost): the result is discarded
             log.warning("task.result_discarded", reason=outcome)
         else:
             log.info("task.succeeded", duration_s=round(duration, 6))
-            self._remember(store, claim.record, run_id, node, result_json, out, log)
+            if chunk_fp is not None and not from_cache:
+                self._remember_chunk(store, claim.record, run_id, node, result_json, items, chunk_fp, log)
+            elif not is_chunk:
+                self._remember(store, claim.record, run_id, node, result_json, out, log)
         return None
+
+    # -- map nodes (C6) ---------------------------------------------------------------------------
+
+    def _run_chunk(self, store: RunStore, claim: Any, ctx: WorkerContext) -> tuple[str, int, str | None, bool]:
+        """Call the task once per element of this chunk; returns (results as a JSON list, items processed,
+        the chunk's cache fingerprint, whether the results came from the cache)."""
+        record = claim.record
+        over = record["map"]["over"]
+        raw = claim.parent_results[record["up"].index(over)]
+        if raw is None:
+            raise PermanentError(f"no elements were recorded for this chunk of the map over '{over}'")
+        fp = self._chunk_fp(record, raw)
+        if fp is not None:
+            hit = cache.chunk_lookup(store.r, fp)
+            if hit is not None:  # the same task, params and elements ran before: reuse (C5, per chunk)
+                return hit["result"], int(hit.get("items") or 0), fp, True
+        elements = json.loads(raw)
+        base = self._inputs(claim, ctx, store, skip=over)
+        adapter = self._adapters.get(over)
+        passes = over in self.spec.upstream_params or self.spec.takes_upstream_kwargs
+        outs, items = [], 0
+        for element in elements:
+            kwargs = dict(base)
+            if passes:
+                kwargs[over] = element if adapter is None else _as_permanent(adapter.validate_python, element)
+            ctx.reported = None
+            outs.append(self._dump(self.spec.fn(**kwargs)))
+            items += ctx.reported if ctx.reported is not None else 1
+        return "[" + ",".join(outs) + "]", items, fp, False
+
+    def _chunk_fp(self, record: dict[str, Any], raw: str) -> str | None:
+        """A chunk's fingerprint: its map's (task, version, params, inputs; not upstream) and its elements."""
+        if not record.get("fp") or not record.get("cache", True):
+            return None
+        parts = {k: v for k, v in (record.get("fpp") or {}).items() if k != "upstream"}
+        parts["elements"] = _sha256(raw)
+        return digest(parts)
+
+    def _remember_chunk(
+        self, store: RunStore, record: dict[str, Any], run_id: str, node: str, result: str, items: int, fp: str,
+        log: Any,
+    ) -> None:  # fmt: skip
+        entry = cache.entry_json(run_id, pipeline_of(record), node, self.spec.name, result, None,
+                                 store.redis_now(), fp, items=items)  # fmt: skip
+        try:
+            cache.chunk_record(store.r, fp, entry, record.get("cache_ttl_s"))
+        except redis.RedisError as exc:  # a lost entry is a future miss, never a failure
+            log.warning("cache.write_failed", error=str(exc))
+
+    def _feeds(self, record: dict[str, Any], result_json: str) -> list[tuple[str, list[str]]]:
+        """This result split into the chunks of every map over it (stored by ``succeed`` atomically)."""
+        feeds = record.get("feeds")
+        if not feeds:
+            return []
+        value = json.loads(result_json)
+        if not isinstance(value, list):
+            raise PermanentError(
+                f"the result feeds map {', '.join(repr(m) for m in feeds)}: it must be a list (a JSON array), "
+                f"got {type(value).__name__}"
+            )
+        return [(m, split(value, size)) for m, size in feeds.items()]
+
+    def _map_results(self, store: RunStore, run_id: str, parent: str, raw: str) -> Any:
+        """A map parent's results: a lazy :class:`MapResults` if the parameter asks for one, else a list."""
+        chunks = int(json.loads(raw).get("chunks", 0))
+        wanted = self.spec.upstream_params.get(parent, Any)
+
+        def fetch(start: int, stop: int) -> list[tuple[str, str | None, str | None]]:
+            return store.chunk_rows(run_id, parent, start, stop)
+
+        if typing.get_origin(wanted) is MapResults or wanted is MapResults:
+            args = typing.get_args(wanted)
+            element = TypeAdapter(args[0]).validate_python if args and args[0] is not Any else None
+            return MapResults(parent, chunks, fetch, None if element is None else _permanent(element))
+        values = list(MapResults(parent, chunks, fetch))
+        if wanted is Any or parent not in self.spec.upstream_params:
+            return values
+        return _as_permanent(TypeAdapter(wanted).validate_python, values)
 
     def _remember(
         self, store: RunStore, record: dict[str, Any], run_id: str, node: str, result: str, out: Path | None, log: Any
@@ -190,13 +283,18 @@ class NodeRunner:
                 "refused (a record that does not match its Celery task is not trusted)"
             )
 
-    def _inputs(self, claim: Any, ctx: WorkerContext) -> dict[str, Any]:
+    def _inputs(self, claim: Any, ctx: WorkerContext, store: RunStore, skip: str | None = None) -> dict[str, Any]:
         spec, record = self.spec, claim.record
         kwargs: dict[str, Any] = {}
         if spec.config_model is not None:
             kwargs[CONFIG_PARAM] = _as_permanent(spec.config_model.model_validate, record.get("params") or {})
+        mapped = set(record.get("mapped_up") or ())
         for parent, raw in zip(record["up"], claim.parent_results, strict=True):
-            if parent in self._adapters:
+            if parent == skip:
+                continue
+            if parent in mapped and raw is not None and (parent in spec.upstream_params or spec.takes_upstream_kwargs):
+                kwargs[parent] = self._map_results(store, ctx.run_id, parent, raw)
+            elif parent in self._adapters:
                 kwargs[parent] = None if raw is None else _as_permanent(self._adapters[parent].validate_json, raw)
             elif spec.takes_upstream_kwargs:
                 kwargs[parent] = None if raw is None else json.loads(raw)
@@ -306,8 +404,7 @@ class NodeRunner:
         attempt = 0
         retry_wait_s = None
         if reason == "timeout":
-            attempts = store.r.hget(store_keys(run_id).attempts, node)
-            attempt = int(attempts or 0)
+            attempt = store.attempts(run_id, node)
             retry_wait_s = next_wait(self.spec.retry, attempt, TimeoutError(message), self._retry_cap_s)
         line = json.dumps({"task": node, "attempt": attempt, "outcome": reason, "host": host,
                            "error": error["type"], "message": message[:300]})  # fmt: skip
@@ -407,6 +504,14 @@ def _has_non_finite(value: Any) -> bool:
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend(item)
     return False
+
+
+def _chunk_index(node: str) -> int:
+    return int(node[node.rindex("[") + 1 : -1])
+
+
+def _permanent(fn: Any) -> Any:
+    return lambda value: _as_permanent(fn, value)
 
 
 def _as_permanent(fn: Any, value: Any) -> Any:

@@ -3,8 +3,8 @@
 -- KEYS (orchestrator/keys.py RunKeys.ordered()):
 --   1 meta  2 nodes  3 state  4 pending  5 bad  6 results  7 attempts  8 times
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
---   16 lost  17 waiting  18 events (stream)  19 active runs (global set)  20 due (global zset)
---   21 notify (global zset: the outbox of run-end notifications)
+--   16 lost  17 waiting  18 events (stream)  19 chunks  20 chunk_io  21 maps  22 map_ready  23 map_inflight
+--   24 active runs (global set)  25 due (global zset)  26 notify (global zset: the outbox of run-end notifications)
 --   The global keys are never expired here; N_RUN_KEYS are the run's own.
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
@@ -14,6 +14,14 @@
 -- parents; at zero the child is dispatched (LPUSH of a Celery message built
 -- from the per-task template), marked upstream_failed, or cancelled.
 --
+-- Map nodes (C6): a map node M runs its task once per chunk of what its `over` parent returned. A chunk
+-- is addressed as "M[i]" wherever a node name goes (messages, leases, attempts, the due index), so
+-- begin/succeed/fail/defer/lost/reap treat it like a node; its state lives in `chunks`, its input and
+-- result in `chunk_io`, and settling it never releases children: when the last chunk settles, M
+-- itself settles (write-once, like any node) and releases its children (the reduce) exactly once.
+-- At most max_in_flight chunks of M are queued/running/retrying; each settle dispatches the next
+-- (a cursor over the chunks, plus `map_ready` for chunks ready out of order: map after map, retries).
+--
 -- Time is Redis TIME, never a host's clock: retries and re-checks wait in the
 -- global `due` zset (score = due epoch ms) until a worker's scheduler wakes
 -- them (op `wake`); work that is given back (reaped, retried when due) goes to
@@ -22,23 +30,76 @@
 local K_META, K_NODES, K_STATE, K_PENDING, K_BAD, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_ATTEMPTS, K_TIMES, K_HOSTS, K_ERRORS, K_PROGRESS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
-local K_LOST, K_WAITING, K_EVENTS, K_ACTIVE, K_DUE = KEYS[16], KEYS[17], KEYS[18], KEYS[19], KEYS[20]
-local K_NOTIFY = KEYS[21]
+local K_LOST, K_WAITING, K_EVENTS = KEYS[16], KEYS[17], KEYS[18]
+local K_CHUNKS, K_CHUNK_IO, K_MAPS, K_MAP_READY, K_MAP_INFLIGHT = KEYS[19], KEYS[20], KEYS[21], KEYS[22], KEYS[23]
+local K_ACTIVE, K_DUE, K_NOTIFY = KEYS[24], KEYS[25], KEYS[26]
 local NOTIFY_CHANNEL = 'chordflow:notify-wake'  -- keys.NOTIFY_CHANNEL
-local N_RUN_KEYS = 18
+local N_RUN_KEYS = 23
 local EVENTS_MAXLEN = 10000  -- keys.EVENTS_MAXLEN
 local LOST_SCAN = 1000  -- longest queue op_reap searches for a message it may have lost
 local WAKE_CHANNEL = 'chordflow:wake'  -- keys.WAKE_CHANNEL (a channel, not a key; checked by tests/unit/test_structure.py)
 local OP, RUN_ID = ARGV[1], ARGV[2]
 
 local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}
+local RETRYABLE = {failed = true, upstream_failed = true, cancelled = true}
+local READY_DIGITS = '%010d'  -- keys.MAP_READY_DIGITS
 
 local clock = redis.call('TIME')
 local NOW_S = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
 local NOW_MS = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
+-- "M[12]" -> "M", 12 (a chunk of map node M); nil for a plain node
+local function chunk_of(node)
+  local m, i = string.match(node, '^(.+)%[(%d+)%]$')
+  if m then return m, tonumber(i) end
+  return nil, nil
+end
+
+local function chunk_name(m, i) return m .. '[' .. i .. ']' end
+local function ready_member(m, i) return m .. '|' .. string.format(READY_DIGITS, i) end
+local function mget(m, f) return tonumber(redis.call('HGET', K_MAPS, m .. ':' .. f) or '0') end
+local function mincr(m, f, by) return redis.call('HINCRBY', K_MAPS, m .. ':' .. f, by) end
+
+local function map_counts(m)
+  local f = redis.call('HMGET', K_MAPS, m .. ':total', m .. ':n_succeeded', m .. ':n_cached', m .. ':n_failed',
+    m .. ':n_upstream_failed', m .. ':n_cancelled', m .. ':n_queued', m .. ':n_running', m .. ':n_retrying',
+    m .. ':items', m .. ':allowed')
+  local n = {}
+  for i = 1, #f do n[i] = tonumber(f[i] or '0') end
+  return {total = n[1], ok = n[2] + n[3], bad = n[4] + n[5] + n[6], queued = n[7] + n[9], running = n[8],
+          inflight = n[7] + n[8] + n[9], items = n[10], allowed = n[11]}
+end
+
+-- one event per chunk transition: the map's counts, not the chunk (a 100,000-chunk map is one bar)
+local function map_event(m)
+  local c = map_counts(m)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'kind', 'map', 'node', m, 'total', c.total,
+    'succeeded', c.ok, 'failed', c.bad, 'running', c.running, 'queued', c.queued, 'items', c.items, 'at', NOW_S)
+end
+
+-- the state of a node or a chunk (a chunk not yet dispatched is pending if its map has that many)
+local function state_of(node)
+  local m, i = chunk_of(node)
+  if not m then return redis.call('HGET', K_STATE, node) end
+  local st = redis.call('HGET', K_CHUNKS, node)
+  if st then return st end
+  if redis.call('HEXISTS', K_MAPS, m .. ':total') == 1 and i < mget(m, 'total') then return 'pending' end
+  return false
+end
+
 -- every state change is announced on the run's event stream in the same atomic step (push, not poll)
 local function set_state(node, st)
+  local m = chunk_of(node)
+  if m then
+    local old = redis.call('HGET', K_CHUNKS, node) or 'pending'
+    redis.call('HSET', K_CHUNKS, node, st)
+    if old ~= st then
+      mincr(m, 'n_' .. old, -1)
+      mincr(m, 'n_' .. st, 1)
+    end
+    map_event(m)
+    return
+  end
   redis.call('HSET', K_STATE, node, st)
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'kind', 'task', 'node', node, 'state', st, 'at', NOW_S)
 end
@@ -48,14 +109,47 @@ local function run_event(st)
 end
 
 local SPECS = {}
-local function spec(node)
+local function spec(node)  -- a chunk's record is its map node's
   local s = SPECS[node]
   if s == nil then
-    s = cjson.decode(redis.call('HGET', K_NODES, node))
+    local m = chunk_of(node)
+    if m then s = spec(m) else s = cjson.decode(redis.call('HGET', K_NODES, node)) end
     SPECS[node] = s
   end
   return s
 end
+
+local function result_of(node)
+  if chunk_of(node) then return redis.call('HGET', K_CHUNK_IO, node .. ':out') end
+  return redis.call('HGET', K_RESULTS, node)
+end
+
+-- a chunk's times, host and attempt count live in chunk_io ("M[i]:t:queued", "M[i]:host", "M[i]:attempts"):
+-- the run's per-node hashes (what a status reads whole) stay small however wide its maps are
+local function stamp(node, what)
+  if chunk_of(node) then redis.call('HSET', K_CHUNK_IO, node .. ':t:' .. what, NOW_S)
+  else redis.call('HSET', K_TIMES, node .. ':' .. what, NOW_S) end
+end
+
+local function attempts_at(node)
+  if chunk_of(node) then return K_CHUNK_IO, node .. ':attempts' end
+  return K_ATTEMPTS, node
+end
+
+local CHUNK_FIELDS = {':t:queued', ':t:started', ':t:attempt_started', ':t:finished', ':host', ':attempts'}
+local function forget_chunk(c, with_io)  -- everything recorded about a chunk's attempts (and its input/result)
+  for _, k in ipairs({K_ERRORS, K_LOST, K_PROGRESS, K_LEASES, K_TASK_IDS}) do redis.call('HDEL', k, c) end
+  local fields = {}
+  for _, f in ipairs(CHUNK_FIELDS) do fields[#fields + 1] = c .. f end
+  if with_io then
+    fields[#fields + 1] = c .. ':in'
+    fields[#fields + 1] = c .. ':out'
+    redis.call('HDEL', K_CHUNKS, c)
+  end
+  redis.call('HDEL', K_CHUNK_IO, unpack(fields))
+end
+
+local finish_chunk, refill, open_map  -- defined below (they and finish/propagate call each other)
 
 local function finalize_run()
   local function count(f) return tonumber(redis.call('HGET', K_META, f) or '0') end
@@ -79,6 +173,7 @@ end
 
 -- mark a node terminal and count it; finalizes the run when it was the last one
 local function finish(node, state)
+  if chunk_of(node) then return finish_chunk(node, state) end
   set_state(node, state)
   redis.call('HSET', K_TIMES, node .. ':finished', NOW_S)
   redis.call('HDEL', K_LEASES, node)
@@ -104,8 +199,9 @@ local function dispatch(node, front)
   local tid = RUN_ID .. '.' .. node .. '.' .. n
   redis.call(front and 'RPUSH' or 'LPUSH', s.q, message_of(node, tid))
   redis.call('HSET', K_TASK_IDS, node, tid)  -- the message now in flight for it (see op_reap)
+  if chunk_of(node) then redis.call('SADD', K_MAP_INFLIGHT, node) end
   set_state(node, 'queued')
-  redis.call('HSET', K_TIMES, node .. ':queued', NOW_S)
+  stamp(node, 'queued')
   redis.call('ZADD', K_WAITING, NOW_MS, node)
 end
 
@@ -119,13 +215,22 @@ local function release(node, ok, ready)
   return ready
 end
 
+-- a node whose parents are done starts: a map node opens (its chunks start), any other is dispatched
+local function start(node)
+  if spec(node).map then open_map(node) else dispatch(node) end
+end
+
 -- settle `node` as ok/not ok and walk the consequences down the graph
 local function propagate(node, ok)
+  if chunk_of(node) then return end  -- a chunk's consequences are settled by finish_chunk
   local stack = release(node, ok, {})
   local cancelled = redis.call('HGET', K_META, 'cancel_requested') == '1'
   while #stack > 0 do
     local c = table.remove(stack)
-    if not TERMINAL[redis.call('HGET', K_STATE, c)] then
+    local cst = redis.call('HGET', K_STATE, c)
+    if cst == 'running' and spec(c).map then
+      refill(c)  -- a map after a map: opened with its source, complete once that one has ended too
+    elseif not TERMINAL[cst] then
       local cs = spec(c)
       local bad = tonumber(redis.call('HGET', K_BAD, c) or '0')
       local outcome = nil
@@ -144,7 +249,7 @@ local function propagate(node, ok)
         redis.call('HSET', K_TIMES, c .. ':queued', NOW_S)
         redis.call('ZADD', K_WAITING, NOW_MS, c)
       else
-        dispatch(c)
+        start(c)
       end
     end
   end
@@ -172,13 +277,183 @@ local function mark_running_run()
   end
 end
 
+-- ---- map nodes -------------------------------------------------------------------------------
+
+-- the next chunk of `m` to dispatch: one ready out of order first, else the cursor's next pending one
+local function next_ready(m, total)
+  while true do
+    local r = redis.call('ZRANGEBYLEX', K_MAP_READY, '[' .. m .. '|', '[' .. m .. '|~', 'LIMIT', 0, 1)
+    if #r == 0 then break end
+    redis.call('ZREM', K_MAP_READY, r[1])
+    local c = chunk_name(m, tonumber(string.sub(r[1], #m + 2)))
+    if state_of(c) == 'pending' then return c end
+  end
+  local nxt = mget(m, 'next')
+  local found = nil
+  while nxt < total and not found do
+    local c = chunk_name(m, nxt)
+    nxt = nxt + 1
+    if not redis.call('HGET', K_CHUNKS, c) then found = c end
+  end
+  redis.call('HSET', K_MAPS, m .. ':next', nxt)
+  return found
+end
+
+-- dispatch chunks of `m` while it has room in flight; settle `m` once nothing more can happen
+refill = function(m)
+  if redis.call('HGET', K_STATE, m) ~= 'running' then return end
+  local s = spec(m)
+  local c = map_counts(m)
+  local parents_done = tonumber(redis.call('HGET', K_PENDING, m) or '0') <= 0
+  local upstream_bad = tonumber(redis.call('HGET', K_BAD, m) or '0') > 0
+  local cancelled = redis.call('HGET', K_META, 'cancel_requested') == '1'
+  -- fail fast: past allow_failed no new chunk starts (those in flight finish; retry runs the rest)
+  if not (c.bad > c.allowed or upstream_bad or cancelled) then
+    while c.inflight < s.map.max_in_flight do
+      local chunk = next_ready(m, c.total)
+      if not chunk then break end
+      dispatch(chunk)
+      c.inflight = c.inflight + 1
+    end
+  end
+  if c.inflight > 0 then return end
+  local outcome = nil
+  if cancelled then outcome = 'cancelled'
+  elseif upstream_bad and parents_done then outcome = 'upstream_failed'
+  elseif c.bad > c.allowed then outcome = 'failed'
+  elseif c.ok + c.bad == c.total and parents_done then outcome = 'succeeded'
+  end
+  if not outcome then return end
+  redis.call('HSET', K_RESULTS, m, cjson.encode({map = m, chunks = c.total, succeeded = c.ok, failed = c.bad}))
+  if outcome == 'failed' then
+    redis.call('HSET', K_ERRORS, m, cjson.encode({type = 'MapFailed', reason = 'chunks_failed', traceback = {},
+      message = c.bad .. ' of ' .. c.total .. ' chunks failed (allow_failed: ' .. c.allowed .. ')'}))
+  end
+  finish(m, outcome)
+  propagate(m, outcome == 'succeeded')
+end
+
+-- a settled chunk: count it, release chunk i of the maps that follow this one, refill the map
+finish_chunk = function(node, state)
+  local m, i = chunk_of(node)
+  set_state(node, state)
+  stamp(node, 'finished')
+  redis.call('HDEL', K_LEASES, node)
+  redis.call('HDEL', K_TASK_IDS, node)
+  redis.call('HDEL', K_PROGRESS, node)
+  redis.call('ZREM', K_WAITING, node)
+  redis.call('SREM', K_MAP_INFLIGHT, node)
+  for _, follower in ipairs(spec(m).streams or {}) do
+    local fc = chunk_name(follower, i)
+    if state == 'succeeded' or state == 'cached' then
+      redis.call('ZADD', K_MAP_READY, 0, ready_member(follower, i))
+      refill(follower)
+    elseif state_of(fc) == 'pending' then
+      finish_chunk(fc, state == 'cancelled' and 'cancelled' or 'upstream_failed')
+    end
+  end
+  refill(m)
+end
+
+-- forget a map's chunks (its source ran again and returned new elements)
+local function clear_map(m)
+  local total = tonumber(redis.call('HGET', K_MAPS, m .. ':total') or '-1')
+  for i = 0, total - 1 do forget_chunk(chunk_name(m, i), true) end
+  local fields = {}
+  for _, f in ipairs({'total', 'width', 'next', 'allowed', 'items', 'n_pending', 'n_queued', 'n_running',
+      'n_retrying', 'n_succeeded', 'n_cached', 'n_failed', 'n_upstream_failed', 'n_cancelled'}) do
+    fields[#fields + 1] = m .. ':' .. f
+  end
+  redis.call('HDEL', K_MAPS, unpack(fields))
+  for _, follower in ipairs(spec(m).streams or {}) do clear_map(follower) end
+end
+
+-- ARGV[first..]: (map, n, batch_1..batch_n)...: the elements of maps over the node that just settled
+local function set_items(first)
+  local a = first
+  while a <= #ARGV do
+    local m, n = ARGV[a], tonumber(ARGV[a + 1])
+    if redis.call('HEXISTS', K_MAPS, m .. ':total') == 1 then clear_map(m) end
+    for start = 0, n - 1, 500 do
+      local pairs_ = {}
+      for i = start, math.min(n, start + 500) - 1 do
+        pairs_[#pairs_ + 1] = chunk_name(m, i) .. ':in'
+        pairs_[#pairs_ + 1] = ARGV[a + 2 + i]
+      end
+      redis.call('HSET', K_CHUNK_IO, unpack(pairs_))
+    end
+    redis.call('HSET', K_MAPS, m .. ':width', n)
+    a = a + 2 + n
+  end
+end
+
+-- a retried map: its chunks that did not succeed become pending again (kept results stay)
+local function reopen(m)
+  local s = spec(m)
+  local prefix = m .. '['
+  local all = redis.call('HGETALL', K_CHUNKS)
+  for j = 1, #all, 2 do
+    local c, st = all[j], all[j + 1]
+    if RETRYABLE[st] and string.sub(c, 1, #prefix) == prefix and chunk_of(c) == m then
+      local _, i = chunk_of(c)
+      redis.call('HSET', K_CHUNKS, c, 'pending')
+      mincr(m, 'n_' .. st, -1)
+      mincr(m, 'n_pending', 1)
+      forget_chunk(c, false)
+      local src = s.map.stream and state_of(chunk_name(s.map.over, i))
+      if not s.map.stream or src == 'succeeded' or src == 'cached' then
+        redis.call('ZADD', K_MAP_READY, 0, ready_member(m, i))
+      end
+    end
+  end
+end
+
+-- the parents of map node `m` are done (or, map after map, its source map opened): its chunks start
+open_map = function(m)
+  local s = spec(m)
+  if redis.call('HGET', K_STATE, m) == 'running' then return end
+  local total
+  if s.map.stream then
+    total = mget(s.map.over, 'total')
+  else
+    total = tonumber(redis.call('HGET', K_MAPS, m .. ':width'))
+  end
+  set_state(m, 'running')
+  redis.call('HSET', K_TIMES, m .. ':started', NOW_S, m .. ':attempt_started', NOW_S)
+  mark_running_run()
+  if total == nil then  -- its source's result was never split into chunks (cannot happen through a worker)
+    redis.call('HSET', K_ERRORS, m, cjson.encode({type = 'MapError', reason = 'no_elements', traceback = {},
+      message = 'no elements were recorded for this map from ' .. s.map.over}))
+    finish(m, 'failed')
+    propagate(m, false)
+    return
+  end
+  if redis.call('HEXISTS', K_MAPS, m .. ':total') == 1 then
+    reopen(m)
+  else
+    local allowed = s.map.allow_failed or 0
+    if allowed < 1 and allowed > 0 then allowed = math.floor(allowed * total) end
+    redis.call('HSET', K_MAPS, m .. ':total', total, m .. ':n_pending', total, m .. ':allowed', math.floor(allowed),
+      m .. ':next', s.map.stream and total or 0)
+  end
+  for _, follower in ipairs(s.streams or {}) do open_map(follower) end
+  map_event(m)
+  refill(m)
+end
+
+-- items(map, n, batch...): the elements of maps over a node settled `cached` at submit (before op cached)
+local function op_items()
+  set_items(3)
+  return 1
+end
+
 -- dispatch(node...): start the roots of a freshly created run
 local function op_dispatch()
   local n = 0
   for i = 3, #ARGV do
     local node = ARGV[i]
     if redis.call('HGET', K_STATE, node) == 'pending' then
-      dispatch(node)
+      start(node)
       n = n + 1
     end
   end
@@ -204,7 +479,7 @@ local function op_cached()
   end
   for _, node in ipairs(marked) do
     for _, c in ipairs(release(node, true, {})) do
-      if redis.call('HGET', K_STATE, c) == 'pending' then dispatch(c) end
+      if redis.call('HGET', K_STATE, c) == 'pending' then start(c) end
     end
   end
   return #marked
@@ -234,12 +509,31 @@ local function owns(node, token)
   return lease ~= false and string.sub(lease, 1, #token + 1) == token .. '|'
 end
 
+-- what an attempt needs: {'run', attempt, node_record, parent_result...}; a chunk gets its map's record,
+-- and its elements in place of the result of what the map maps over
+local function claim_of(node, attempt)
+  local m, i = chunk_of(node)
+  local raw = redis.call('HGET', K_NODES, m or node)
+  local out = {'run', attempt, raw}
+  local s = spec(node)
+  for _, p in ipairs(s.up) do
+    local v
+    if m and p == s.map.over then
+      v = redis.call('HGET', K_CHUNK_IO, s.map.stream and (chunk_name(p, i) .. ':out') or (node .. ':in'))
+    else
+      v = redis.call('HGET', K_RESULTS, p)
+    end
+    out[#out + 1] = v or ''
+  end
+  return out
+end
+
 -- begin(node, host, lease_ms, token, task_id, max_lost): claim an attempt.
 -- Returns {'run', attempt, node_record, parent_result...}, {'busy', state, wait_ms} or {reason, state}.
 local function op_begin()
   local node, host, lease_ms, token, task_id = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
   local max_lost = tonumber(ARGV[8])
-  local st = redis.call('HGET', K_STATE, node)
+  local st = state_of(node)
   if not st then return {'missing', ''} end
   if TERMINAL[st] then return {'done', st} end
   if redis.call('HGET', K_META, 'cancel_requested') == '1' then
@@ -249,10 +543,7 @@ local function op_begin()
   end
   if st == 'running' and owns(node, token) then
     -- the same call, re-sent after a lost reply: answer as the first time, count nothing twice
-    local raw = redis.call('HGET', K_NODES, node)
-    local out = {'run', tonumber(redis.call('HGET', K_ATTEMPTS, node)), raw}
-    for _, p in ipairs(cjson.decode(raw).up) do out[#out + 1] = redis.call('HGET', K_RESULTS, p) or '' end
-    return out
+    return claim_of(node, tonumber(redis.call('HGET', attempts_at(node))))
   end
   if st == 'running' then
     local expiry = lease_expiry(node)
@@ -265,18 +556,14 @@ local function op_begin()
   redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
   set_state(node, 'running')
   redis.call('ZREM', K_WAITING, node)
-  redis.call('HSET', K_HOSTS, node, host)
+  if chunk_of(node) then redis.call('HSET', K_CHUNK_IO, node .. ':host', host) else redis.call('HSET', K_HOSTS, node, host) end
   redis.call('HSET', K_TASK_IDS, node, task_id)
-  local attempt = redis.call('HINCRBY', K_ATTEMPTS, node, 1)
-  if attempt == 1 then redis.call('HSET', K_TIMES, node .. ':started', NOW_S) end
-  redis.call('HSET', K_TIMES, node .. ':attempt_started', NOW_S)
+  local akey, afield = attempts_at(node)
+  local attempt = redis.call('HINCRBY', akey, afield, 1)
+  if attempt == 1 then stamp(node, 'started') end
+  stamp(node, 'attempt_started')
   mark_running_run()
-  local raw = redis.call('HGET', K_NODES, node)
-  local out = {'run', attempt, raw}
-  for _, p in ipairs(cjson.decode(raw).up) do
-    out[#out + 1] = redis.call('HGET', K_RESULTS, p) or ''
-  end
-  return out
+  return claim_of(node, attempt)
 end
 
 -- record a node's failure (error, attempt log) and walk it down the graph: descendants upstream_failed
@@ -290,22 +577,30 @@ end
 
 -- settle guard: only the attempt holding the lease may settle a running node
 local function settle_guard(node, token)
-  local st = redis.call('HGET', K_STATE, node)
+  local st = state_of(node)
   if not st or TERMINAL[st] then return {'dup', st or ''} end
   if st ~= 'running' or not owns(node, token) then return {'stale', st} end
   return nil
 end
 
--- succeed(node, token, result_json, log_line): write-once completion + release
+-- succeed(node, token, result_json, log_line, items, [map, n, batch_1..batch_n]...): write-once completion +
+-- release. `items`: elements (or rows reported) a chunk processed; then the elements of each map over node.
 local function op_succeed()
   local node, token, result, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local refused = settle_guard(node, token)
   if refused then
     -- a re-sent call (its first reply was lost) finds its own result: that is success, not a duplicate
-    if refused[2] == 'succeeded' and redis.call('HGET', K_RESULTS, node) == result then return {'ok', 'succeeded'} end
+    if refused[2] == 'succeeded' and result_of(node) == result then return {'ok', 'succeeded'} end
     return refused
   end
-  redis.call('HSET', K_RESULTS, node, result)
+  local m = chunk_of(node)
+  if m then
+    redis.call('HSET', K_CHUNK_IO, node .. ':out', result)
+    mincr(m, 'items', tonumber(ARGV[7] or '0') or 0)
+  else
+    redis.call('HSET', K_RESULTS, node, result)
+    set_items(8)
+  end
   redis.call('RPUSH', K_LOG, stamped(line))
   finish(node, 'succeeded')
   propagate(node, true)
@@ -328,7 +623,7 @@ end
 -- one worker, no host clock)
 local function op_defer()
   local node, token, err, line, wait_ms = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-  if redis.call('HGET', K_STATE, node) == 'retrying' and owns(node, token) then
+  if state_of(node) == 'retrying' and owns(node, token) then
     return {'ok', 'retrying'}  -- the same call, re-sent after a lost reply
   end
   local refused = settle_guard(node, token)
@@ -347,7 +642,7 @@ end
 local function op_lost()
   local node, task_id, reason, err, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
   local max_lost, retry_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
-  local st = redis.call('HGET', K_STATE, node)
+  local st = state_of(node)
   if st ~= 'running' then return {'dup', st or ''} end
   if redis.call('HGET', K_TASK_IDS, node) ~= task_id then return {'stale', st} end
   redis.call('RPUSH', K_LOG, stamped(line))
@@ -372,7 +667,7 @@ end
 -- heartbeat(node, token, lease_ms): extend the lease of a live attempt; 0 if it is no longer ours
 local function op_heartbeat()
   local node, token, lease_ms = ARGV[3], ARGV[4], tonumber(ARGV[5])
-  if redis.call('HGET', K_STATE, node) ~= 'running' or not owns(node, token) then return 0 end
+  if state_of(node) ~= 'running' or not owns(node, token) then return 0 end
   redis.call('HSET', K_LEASES, node, token .. '|' .. (NOW_MS + lease_ms))
   return 1
 end
@@ -390,7 +685,7 @@ local function op_reap()
   -- unacked hash) nor in its queue is dispatched again; one that is found is looked at again lost_ms later.
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - lost_ms, 'LIMIT', 0, 50)) do
     local tid = redis.call('HGET', K_TASK_IDS, node)
-    if redis.call('HGET', K_STATE, node) == 'queued' and tid then
+    if state_of(node) == 'queued' and tid then
       local q = spec(node).q
       -- a queue longer than LOST_SCAN is not searched inside the script (it would block Redis): such a
       -- node is left to the visibility-timeout net below. A message kombu restored (re-serialised bytes)
@@ -406,7 +701,7 @@ local function op_reap()
     end
   end
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', NOW_MS - stale_ms)) do
-    local st = redis.call('HGET', K_STATE, node)
+    local st = state_of(node)
     if st == 'queued' then
       dispatch(node, true)
       n = n + 1
@@ -418,7 +713,7 @@ local function op_reap()
   for i = 1, #leases, 2 do
     local node = leases[i]
     local expiry = tonumber(string.match(leases[i + 1], '|(%d+)$'))
-    if expiry and expiry <= NOW_MS and redis.call('HGET', K_STATE, node) == 'running' then
+    if expiry and expiry <= NOW_MS and state_of(node) == 'running' then
       redis.call('HDEL', K_LEASES, node)
       redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'lease_expired', at = NOW_S}))
       if not count_lost(node, max_lost) then dispatch(node, true) end
@@ -433,7 +728,6 @@ local function op_retry()
   local state = redis.call('HGET', K_META, 'state')
   if state == 'succeeded' then return {'nothing', state} end
   if state ~= 'failed' and state ~= 'cancelled' then return {'not_finished', state or ''} end
-  local RETRYABLE = {failed = true, upstream_failed = true, cancelled = true}
   local all = redis.call('HGETALL', K_STATE)
   local reset, is_reset = {}, {}
   for i = 1, #all, 2 do
@@ -466,7 +760,7 @@ local function op_retry()
   run_event('running')
   for i = 1, N_RUN_KEYS do redis.call('PERSIST', KEYS[i]) end
   redis.call('SADD', K_ACTIVE, RUN_ID)
-  for _, n in ipairs(ready) do dispatch(n) end
+  for _, n in ipairs(ready) do start(n) end
   return {'ok', tostring(#reset)}
 end
 
@@ -475,7 +769,7 @@ end
 local function op_wake()
   local node = ARGV[3]
   if redis.call('ZREM', K_DUE, due_member(node)) == 0 then return {'gone', ''} end
-  local st = redis.call('HGET', K_STATE, node)
+  local st = state_of(node)
   if st ~= 'retrying' then return {'skip', st or ''} end
   if redis.call('HGET', K_META, 'cancel_requested') == '1' then
     finish(node, 'cancelled')
@@ -492,7 +786,7 @@ end
 -- silently). A stale copy (not the node's current message) and a node not queued are left alone.
 local function op_reject()
   local node, err, line, task_id, requeue = ARGV[3], ARGV[4], ARGV[5], ARGV[6] or '', ARGV[7] == '1'
-  local st = redis.call('HGET', K_STATE, node)
+  local st = state_of(node)
   if st ~= 'queued' then return {'skip', st or ''} end
   local current = redis.call('HGET', K_TASK_IDS, node)
   if task_id ~= '' and current and current ~= task_id then return {'skip', 'stale'} end  -- an old copy
@@ -510,6 +804,13 @@ local function op_cancel()
   if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return {'done', state} end
   redis.call('HSET', K_META, 'cancel_requested', '1')
   local out = {'ok', ''}
+  -- chunks in flight first: their maps then settle as cancelled (the rest of a map never starts)
+  for _, c in ipairs(redis.call('SMEMBERS', K_MAP_INFLIGHT)) do
+    local st = state_of(c)
+    if st == 'running' then out[#out + 1] = redis.call('HGET', K_TASK_IDS, c) or '' end
+    if st == 'retrying' then redis.call('ZREM', K_DUE, due_member(c)) end
+    if st and not TERMINAL[st] then finish_chunk(c, 'cancelled') end
+  end
   local all = redis.call('HGETALL', K_STATE)
   for i = 1, #all, 2 do
     local node, st = all[i], all[i + 1]
@@ -535,5 +836,6 @@ elseif OP == 'heartbeat' then return op_heartbeat()
 elseif OP == 'retry' then return op_retry()
 elseif OP == 'wake' then return op_wake()
 elseif OP == 'reject' then return op_reject()
+elseif OP == 'items' then return op_items()
 end
 return redis.error_reply('chordflow ledger: unknown operation ' .. tostring(OP))
