@@ -29,7 +29,7 @@ class ChunkConfig(BaseModel):
     log: str | None = None
     sleep_s: float = 0.0
     fail_on: list[int] = []
-    fail_while: str | None = None
+    fail_while: str | None = None  #: a path with "{}" for the element: that element fails while the file exists
     factor: int = 1
 
 
@@ -47,8 +47,8 @@ def square(config: ChunkConfig, span: int, ctx: TaskContext) -> int:
         time.sleep(config.sleep_s)
     if span in config.fail_on:
         raise PermanentError(f"element {span} is bad")
-    if config.fail_while and os.path.exists(config.fail_while):
-        raise PermanentError(f"{config.fail_while} exists")
+    if config.fail_while and os.path.exists(config.fail_while.format(span)):
+        raise PermanentError(f"{config.fail_while.format(span)} exists")
     ctx.progress(1, 1)
     return span * span * config.factor
 
@@ -73,3 +73,15 @@ def total(square: MapResults[int]) -> dict:
 @task(name="tests.map.total_after")
 def total_after(plus_one: list[int]) -> dict:
     return {"sum": sum(plus_one), "n": len(plus_one)}
+
+
+@task(name="tests.map.square_elsewhere", queue="map-nowhere")
+def square_elsewhere(span: int) -> int:
+    """Queued on a queue no test worker consumes: its messages stay on the broker to be measured."""
+    return span * span
+
+
+@task(name="tests.map.quick")
+def quick() -> str:
+    """A one-task run submitted while a big map runs."""
+    return "ok"
