@@ -15,7 +15,7 @@ import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel
 
-from orchestrator import RetryPolicy, TaskContext, TimeoutPolicy, task
+from orchestrator import MapResults, RetryPolicy, TaskContext, TimeoutPolicy, task
 
 QUEUE = "faults"
 
@@ -177,3 +177,31 @@ def leak(ctx: TaskContext) -> None:
     finally:
         hog = []
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+# -- map nodes (tests/faults/test_map_faults.py): queue "faults-map" ----------------------------------
+
+
+class ElementsConfig(BaseModel):
+    n: int
+
+
+@task(name="faults.elements", queue="faults-map")
+def elements(config: ElementsConfig) -> list[int]:
+    return list(range(config.n))
+
+
+@task(name="faults.map_chunk", queue="faults-map", timeout=TimeoutPolicy(soft_s=8, hard_s=9))
+def map_chunk(config: BlockConfig, elements: int, ctx: TaskContext) -> int:
+    """One element: probed at start and end, ``seconds`` of work in between."""
+    _record(ctx, "start")
+    time.sleep(config.seconds)
+    _record(ctx, "end")
+    return elements * 2
+
+
+@task(name="faults.reduce_once", queue="faults-map")
+def reduce_once(map_chunk: MapResults[int], ctx: TaskContext) -> int:
+    """The reduce: probed, so a test counts how often it ran."""
+    _record(ctx, "start")
+    return sum(map_chunk)
