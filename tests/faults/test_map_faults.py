@@ -54,7 +54,8 @@ def test_35_worker_killed_mid_map_reduce_runs_exactly_once(
     chunk_starts = Counter(e["task"] for e in events if e["phase"] == "start" and e["task"].startswith("map_chunk["))
     reduce_runs = sum(1 for e in events if e["task"] == "reduce_once" and e["phase"] == "start")
     fig = figures(client, redis_client, run_id, "35 worker killed mid-map (300 chunks)", faulted=killed,
-                  chunks=n, chunks_killed=len(killed), recover_s=round(recover_s, 3), reduce_runs=reduce_runs)  # fmt: skip
+                  chunks=n, chunks_killed=len(killed), recover_s=round(recover_s, 3),
+                  reduce_runs=reduce_runs)  # fmt: skip
     fw.stop_all()
     assert snap.state == "succeeded", (snap.states, snap.errors)
     assert client.results(run_id)["reduce_once"] == sum(2 * i for i in range(n))
