@@ -7,7 +7,7 @@ LOCK_VENV := .venv-lock
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --quiet --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock"
 
-.PHONY: install lock demo webapp test unit lint bench bench-quick clean
+.PHONY: install lock demo demo-map webapp test unit lint bench bench-quick clean
 
 # Every package (transitive ones too, and the build backend) comes from requirements/dev.lock, pinned and
 # hash-checked; then chordflow itself is installed editable without touching the network again.
@@ -26,6 +26,9 @@ lock:  ## regenerate requirements/{dev,runtime}.lock (pinned + hashes) from pypr
 
 demo: $(STAMP)  ## run the example ETL on a private Redis + local workers, with live progress
 	CHORDFLOW_FORCE_PROGRESS=1 $(BIN)/chordflow run tasks/etl/pipeline.toml
+
+demo-map: $(STAMP)  ## the map example: a generated 1,000,000-row CSV split into byte ranges, one bar per map
+	CHORDFLOW_FORCE_PROGRESS=1 $(BIN)/chordflow run tasks/csvstats/pipeline.toml
 
 webapp: $(STAMP)  ## the HTTP API + example web app on a private Redis + local workers (prints the page's address)
 	$(BIN)/chordflow serve

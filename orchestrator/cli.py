@@ -350,11 +350,30 @@ def _watch(client: Any, run_id: str, order: list[str], args: argparse.Namespace,
                 return
             for name, bar in bars.items():
                 state = snap.states.get(name, "pending")
-                done, total = _progress_of(snap.progress.get(name), state)
                 style = STATE_STYLE.get(state, "")
+                if name in snap.maps:  # a map: one bar of its chunks (done of total), rows and an ETA
+                    m = snap.maps[name]
+                    progress.update(bar, completed=m["succeeded"] + m["failed"], total=max(m["total"], 1),
+                                    state=f"[{style}]{safe(state)}[/] {_map_text(snap, name, m)}")  # fmt: skip
+                    continue
+                done, total = _progress_of(snap.progress.get(name), state)
                 progress.update(bar, completed=done, total=total, state=f"[{style}]{safe(state)}[/]")
 
         return client.wait(run_id, timeout_s=args.timeout, on_update=update, detail=True)
+
+
+def _map_text(snap: Any, name: str, m: dict[str, int]) -> str:
+    """``chunks 120/2000 · 4 running · 2 failed · 1,234,000 items · ETA 0:42`` (ETA from the map's own pace)."""
+    done = m["succeeded"] + m["failed"]
+    parts = [f"chunks {done}/{m['total']}", f"{m['running']} running"]
+    if m["failed"]:
+        parts.append(f"[red]{m['failed']} failed[/red]")
+    parts.append(f"{m['items']:,} items")
+    started = snap.times.get(f"{name}:started")
+    if started and 0 < done < m["total"] and snap.states.get(name) == "running":
+        left = (snap.now - float(started)) / done * (m["total"] - done)
+        parts.append(f"ETA {int(left // 60)}:{int(left % 60):02d}")
+    return " · ".join(parts)
 
 
 def _progress_of(raw: str | None, state: str) -> tuple[float, float]:
@@ -465,6 +484,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "meta": {**snap.meta, **({"notify": public_view(snap.meta["notify"])} if "notify" in snap.meta
                                              else {})},  # fmt: skip
                     "notifications": client.notifications(args.run_id),
+                    "maps": {n: {**m, "failed_chunks": _masked(client.store.failed_chunks(snap.run_id, n))}
+                             for n, m in snap.maps.items()},  # fmt: skip
                     "tasks": {
                         n: {
                             "state": s,
@@ -618,12 +639,15 @@ def _print_summary(snap: Any, settings: Settings, plan: Any) -> None:
         table.add_row(
             safe(name),
             f"[{STATE_STYLE.get(state, '')}]{safe(state)}[/]",
-            safe(snap.attempts.get(name, "0")),
+            f"{snap.maps[name]['total']} chunks" if name in snap.maps else safe(snap.attempts.get(name, "0")),
             _fmt_s(_duration(snap, name)),
             safe(snap.hosts.get(name, "")),
             safe(err),
         )
     console.print(table)
+    for name, m in snap.maps.items():
+        console.print(f"map {safe(name)}: {m['total']} chunks, {m['succeeded']} succeeded, {m['failed']} failed "
+                      f"(allowed {m['allowed_failures']}), {m['items']:,} items", highlight=False)  # fmt: skip
     counts = safe(", ".join(f"{k}={v}" for k, v in sorted(snap.counts().items())))
     console.print(
         f"run {safe(snap.run_id)} [{STATE_STYLE.get(snap.state, '')}]{safe(snap.state)}[/] "
@@ -663,6 +687,12 @@ def _print_sink_results(client: Any, snap: Any, plan: Any) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def _masked(value: Any) -> Any:
+    from orchestrator.redact import NO_SECRETS
+
+    return NO_SECRETS.data(value, max_string=2000)
 
 
 def _error(snap: Any, node: str) -> Any:

@@ -444,6 +444,22 @@ class RunStore:
         states, outs, errors = pipe.execute()
         return [(st or "pending", out, err) for st, out, err in zip(states, outs, errors, strict=True)]
 
+    def failed_chunks(self, run_id: str, node: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Chunks of map ``node`` that did not succeed (index, state, error), at most ``limit``, by index."""
+        k = keys.run_keys(run_id)
+        prefix = f"{node}["
+        out = []
+        for name, st in self.chunk_states(run_id, node, limit=10**9).items():
+            if st in ("failed", "upstream_failed", "cancelled") and name.startswith(prefix):
+                out.append({"chunk": int(name[len(prefix) : -1]), "state": st})
+        out.sort(key=lambda c: c["chunk"])
+        out = out[:limit]
+        if out:
+            errors = self.r.hmget(k.errors, [f"{node}[{c['chunk']}]" for c in out])
+            for c, err in zip(out, errors, strict=True):
+                c["error"] = json.loads(err) if err else None
+        return out
+
     def chunk_states(self, run_id: str, node: str, limit: int = 1000) -> dict[str, str]:
         """States of the chunks of map ``node`` that were dispatched (at most ``limit``, scanned)."""
         out: dict[str, str] = {}

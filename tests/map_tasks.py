@@ -17,12 +17,13 @@ from orchestrator import MapResults, PermanentError, TaskContext, task
 
 class SpanConfig(BaseModel):
     n: int
+    bump: int | None = None  #: this element gets +1000 (one changed chunk)
 
 
 @task(name="tests.map.span")
 def span(config: SpanConfig) -> list[int]:
     """The elements: 0 .. n-1."""
-    return list(range(config.n))
+    return [i + (1000 if i == config.bump else 0) for i in range(config.n)]
 
 
 class ChunkConfig(BaseModel):

@@ -72,6 +72,19 @@ class TaskStatus(BaseModel):
     error: Any = None
 
 
+class MapStatus(BaseModel):
+    """A map node's chunks (C6): total, done, in flight, and the items (elements or reported rows) processed."""
+
+    total: int
+    succeeded: int
+    failed: int
+    running: int
+    queued: int
+    pending: int
+    items: int
+    allowed_failures: int
+
+
 class RunStatus(BaseModel):
     run_id: str
     pipeline: str
@@ -82,6 +95,7 @@ class RunStatus(BaseModel):
     total: int = 0
     counts: dict[str, int] = Field(default_factory=dict)
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
+    maps: dict[str, MapStatus] = Field(default_factory=dict, description="per map node: its chunks' counts")
     last_event: str = Field("0-0", description="stream id of the last event this status includes")
     notifications: list[dict[str, Any]] = Field(
         default_factory=list, description="run-end notification delivery attempts (target, outcome, attempt, at)"
@@ -186,6 +200,7 @@ def run_status(snap: RunSnapshot) -> RunStatus:
         run_id=snap.run_id, pipeline=m.get("pipeline", ""), state=snap.state, created_at=_f(m.get("created_at")),
         started_at=_f(m.get("started_at")), finished_at=_f(m.get("finished_at")), total=int(m.get("total", 0) or 0),
         counts=snap.counts(), tasks=tasks, last_event=snap.last_event,
+        maps={n: MapStatus(**c) for n, c in snap.maps.items()},
     )  # fmt: skip
 
 

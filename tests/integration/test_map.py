@@ -195,3 +195,29 @@ def test_largest_message_does_not_grow_with_the_number_of_chunks(client: Client,
 
     assert len(normalised(msg10)) == len(normalised(msg10k))
     assert size10k - size10 <= 40, (size10, size10k)  # a few more digits; the 10,000 elements are not in it
+
+
+def test_each_chunk_is_cached_by_its_own_elements(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With the cache on, a re-run whose input changed in one element re-runs that chunk alone."""
+    cached = Client(settings.model_copy(update={"use_cache": True}))
+    log = tmp_path / "calls.log"
+    factor = int(time.time() * 1000) % 100_000 + 2  # fingerprints no earlier session has seen
+
+    def pipeline(bump: int | None) -> Pipeline:
+        return (
+            Pipeline("chunk-cache")
+            .add_task(span, params={"n": 10, "bump": bump})
+            .add_map(square, over="span", params={"log": str(log), "factor": factor})
+            .add_task(total, depends_on=["square"])
+        )
+
+    first = run_to_end(cached, pipeline(None))
+    assert first.state == "succeeded" and sum(_log(log).values()) == 10
+    second = run_to_end(cached, pipeline(4))
+    assert second.state == "succeeded"
+    assert _log(log) == Counter({**{f"square {i}": 1 for i in range(10)}, "square 1004": 1})
+    assert cached.results(second.run_id)["total"]["sum"] == factor * sum(
+        (i + 1000 if i == 4 else i) ** 2 for i in range(10)
+    )
+    outcomes = Counter(e["outcome"] for e in cached.store.attempt_log(second.run_id) if e["task"].startswith("square["))
+    assert outcomes == Counter({"cached": 9, "succeeded": 1})
