@@ -174,11 +174,15 @@ class CachePlan:
         ``record=False`` (the ``use_cache`` setting off): workers write no cache entry either, so a
         deployment without caching pays nothing for it (one Redis round trip per task).
         """
-        return {
+        out = {
             n: {"pipeline": self.pipeline, "node": n, "fp": fp.digest, "fpp": fp.parts,
                 "cache": specs[n].cache and record, "cache_ttl_s": specs[n].cache_ttl_s}
             for n, fp in self.fps.items()
         }  # fmt: skip
+        for n, d in self.decisions.items():  # --force / --force-task: a map's chunks run, not looked up
+            if n in out and any(r.startswith("forced") for r in d.reasons):
+                out[n]["fresh"] = True
+        return out
 
 
 def descendants(plan: ExecutionPlan, names: Iterable[str]) -> set[str]:

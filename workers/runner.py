@@ -186,7 +186,7 @@ class NodeRunner:
         if raw is None:
             raise PermanentError(f"no elements were recorded for this chunk of the map over '{over}'")
         fp = self._chunk_fp(record, raw)
-        if fp is not None:
+        if fp is not None and not record.get("fresh"):
             hit = cache.chunk_lookup(store.r, fp)
             if hit is not None:  # the same task, params and elements ran before: reuse (C5, per chunk)
                 return hit["result"], int(hit.get("items") or 0), fp, True
