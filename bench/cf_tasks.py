@@ -10,7 +10,7 @@ import time
 
 from pydantic import BaseModel
 
-from orchestrator import Pipeline, task
+from orchestrator import MapResults, Pipeline, task
 
 
 class SleepConfig(BaseModel):
@@ -106,3 +106,38 @@ def exactness(slow_s: float, chain_n: int, short_s: float) -> Pipeline:
 
 def critical_path_s(slow_s: float, chain_n: int, short_s: float) -> float:
     return max(slow_s, chain_n * short_s)
+
+
+# ---- map nodes (scenario 6, bench/map.py) ------------------------------------------------------
+
+
+class CountConfig(BaseModel):
+    n: int = 0
+
+
+@task(name="bench.elements")
+def elements(config: CountConfig) -> list[int]:
+    """What the map maps over: the ints 0 .. n-1 (decided at run time, as a map's width is)."""
+    return list(range(config.n))
+
+
+@task(name="bench.ident")
+def ident(elements: int) -> int:
+    """One element of the map: returned as it is (a no-op whose result still has to be kept)."""
+    return elements
+
+
+@task(name="bench.total")
+def total(ident: MapResults[int]) -> int:
+    """The reduce: streams the map's results in input order and sums them."""
+    return sum(ident)
+
+
+def map_reduce(n: int, batch_size: int = 1) -> Pipeline:
+    """``elements(n) -> add_map(ident, batch_size) -> total``: ceil(n / batch_size) chunks, default
+    ``max_in_flight`` (64)."""
+    p = Pipeline(f"map-{n}-b{batch_size}")
+    p.add_task(elements, params={"n": n})
+    p.add_map(ident, over="elements", batch_size=batch_size)
+    p.add_task(total, depends_on=["ident"])
+    return p

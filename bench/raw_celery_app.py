@@ -58,6 +58,24 @@ def collect(results: Any = None) -> int:
     return len(results) if isinstance(results, list) else 1
 
 
+@app.task(name="bench.raw.ident")
+def ident(x: Any) -> Any:
+    """One element of a map: returned as it is (bench.cf_tasks.ident's twin)."""
+    return x
+
+
+@app.task(name="bench.raw.total")
+def total(results: list[Any]) -> Any:
+    """A chord body reducing a map: the sum of its results."""
+    return sum(results)
+
+
+@app.task(name="bench.raw.total_nested")
+def total_nested(results: list[list[Any]]) -> Any:
+    """A chord body over ``chunks()``: every chunk task returns a list; the sum of all of them."""
+    return sum(sum(r) for r in results)
+
+
 # ---- canvases (built outside the timed region; apply_async is timed) ---------------------------
 
 
@@ -109,6 +127,22 @@ def exactness_levelled(slow_s: float, chain_n: int, short_s: float) -> Any:
     steps += [sleep.si(short_s) for _ in range(chain_n - 1)]
     steps.append(noop.si())
     return chain(*steps)
+
+
+def map_chord(n: int) -> Any:
+    """``chord(group(ident(i) for i in range(n)), total)``: a map + reduce as raw Celery writes it."""
+    return chord(group(ident.s(i) for i in range(n)), total.s())
+
+
+def per_item_group(n: int) -> Any:
+    """One message per item: ``group(ident(i) ...)``; the driver sums ``.get()``."""
+    return group(ident.s(i) for i in range(n))
+
+
+def chunks_chord(n: int, chunk_size: int) -> Any:
+    """Celery's own batching: ``ident.chunks(zip(range(n)), chunk_size)`` (``celery.starmap`` tasks of
+    ``chunk_size`` calls each) as the header of a chord whose body sums every chunk's list."""
+    return chord(ident.chunks(zip(range(n)), chunk_size).group(), total_nested.s())
 
 
 def layered_task_count(width: int, depth: int, form: str) -> int:

@@ -1,7 +1,7 @@
 """``make bench``: chordflow vs raw Celery (and Dask) on this machine, in one run.
 
-    python -m bench.run [--quick] [--repeat N] [--only fanout,chain,layered,exactness,scale,profile]
-                        [--no-dask]
+    python -m bench.run [--quick] [--repeat N] [--no-dask]
+                        [--only fanout,chain,layered,exactness,scale,map,job_latency,cache,profile]
 
 Phase 1 starts a private Redis (no persistence) plus one chordflow worker and one raw Celery
 worker (prefork, concurrency 2, identical settings) and runs every selected scenario, alternating
@@ -27,8 +27,9 @@ from types import ModuleType
 from typing import Any
 
 from bench import cache, chain, common, exactness, fanout, job_latency, layered, profile, scale
+from bench import map as map_scenario
 
-SCENARIOS: list[ModuleType] = [fanout, chain, layered, exactness, scale, job_latency, cache, profile]
+SCENARIOS: list[ModuleType] = [fanout, chain, layered, exactness, scale, map_scenario, job_latency, cache, profile]
 BY_NAME = {m.NAME: m for m in SCENARIOS}
 ANALYSIS = Path(__file__).with_name("analysis.md")
 
@@ -182,7 +183,6 @@ def render(results: dict[str, Any], cfg: common.Config, selected: list[ModuleTyp
         md, ch = mod.report(sc[mod.NAME], cfg)
         body.append(md)
         checks += ch
-    body.append(_map_section())
     pk = m.get("packages", {})
     rs = m.get("redis_server", {})
     head = [
@@ -275,20 +275,6 @@ def _code_line(code: dict[str, Any]) -> str:
         else "clean"
     )
     return f"* code under test: commit `{code.get('commit')}` ({code.get('subject')}), {state}"
-
-
-def _map_section() -> str:
-    import orchestrator
-    from orchestrator.model import Pipeline
-
-    has_map = any(hasattr(obj, a) for obj in (orchestrator, Pipeline) for a in ("map", "add_map"))
-    text = (
-        "chordflow exposes a map API, but this bench does not drive it yet: scenario 6 is not measured."
-        if has_map
-        else "Not run: chordflow has no map capability yet (no `map`/`add_map` in `orchestrator` or on "
-        "`Pipeline`). The scenario (2,000-chunk fan-out with a reduce) will be added when it exists."
-    )
-    return f"### 6. Map: 2,000-chunk fan-out with reduce\n\n{text}\n"
 
 
 def _where_time_goes(results: dict[str, Any], cfg: common.Config) -> str:
