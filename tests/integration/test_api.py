@@ -78,7 +78,8 @@ def api_env(worker_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(api_env: dict[str, str], worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    for file in ("api_steps.toml", "api_gate.toml", "api_secret.toml", "../../tasks/etl/pipeline.toml"):
+    for file in ("api_steps.toml", "api_gate.toml", "api_secret.toml", "../../tasks/etl/pipeline.toml",
+                 "../../tasks/csvstats/pipeline.toml"):
         proc = chordflow("publish", str(DATA / file), env=api_env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     srv = Server(api_env, tmp_path_factory.mktemp("api") / "serve.log")
@@ -169,6 +170,20 @@ def test_etl_by_name_submit_then_sse_then_results_and_artifacts(http: httpx.Clie
     assert "result.json" in names
     body = http.get(names["result.json"]["url"])
     assert body.status_code == 200 and json.loads(body.text) == results["report"]
+
+
+def test_a_map_pipeline_by_name_streams_map_events_and_reports_chunks(http: httpx.Client) -> None:
+    """The csvstats example (a map over byte ranges) through HTTP: SSE `map` events, the map's counts."""
+    run_id = submit(http, "csvstats", {"generate": {"rows": 20000}, "split": {"chunk_bytes": 50000}})
+    events = events_of(sse(http, f"/runs/{run_id}/events"))
+    assert events[-1]["event"] == "run" and events[-1]["data"]["state"] == "succeeded", events[-3:]
+    maps = [e["data"] for e in events if e["event"] == "map"]
+    assert maps and all(m["node"] == "parse" for m in maps)
+    assert maps[-1]["succeeded"] == maps[-1]["total"] and int(maps[-1]["items"]) == 20000
+    status = http.get(f"/runs/{run_id}").json()
+    parse = status["maps"]["parse"]
+    assert parse["total"] == parse["succeeded"] >= 5 and parse["failed"] == 0 and parse["items"] == 20000
+    assert http.get(f"/runs/{run_id}/results").json()["stats"]["rows"] == 20000
 
 
 def test_runs_list_is_paged_and_filtered(http: httpx.Client) -> None:
