@@ -76,7 +76,8 @@ def test_a_reduce_parameter_must_be_a_sequence() -> None:
     p = Pipeline("r").add_task(span, params={"n": 3}).add_map(square, over="span").add_task(
         scalar_reduce, depends_on=["square"])  # fmt: skip
     assert any("is a map: annotate it MapResults[T]" in m for m in _msgs(p))
-    ok = Pipeline("r").add_task(span, params={"n": 3}).add_map(square, over="span").add_task(total, depends_on=["square"])
+    ok = Pipeline("r").add_task(span, params={"n": 3}).add_map(square, over="span")
+    ok.add_task(total, depends_on=["square"])
     assert validate(ok) == []
 
 
