@@ -51,7 +51,7 @@ class _MapDecl(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     over: str = Field(min_length=1)
-    max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1, le=100_000)
+    max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1, le=10_000)
     batch_size: int = Field(1, ge=1, le=1_000_000)
     allow_failed: int | float = Field(0, ge=0)
 

@@ -238,6 +238,7 @@ def _check_inputs(node: Any, names: dict[str, Any], src: str | None) -> list[Pro
 
 
 _NOT_A_SEQUENCE = object()
+MAX_IN_FLIGHT = 10_000  #: chunks one ledger step may dispatch at once (as max_fan_out bounds a release)
 
 
 def _element_type(tp: Any) -> Any:
@@ -265,8 +266,10 @@ def _check_map(node: Any, names: dict[str, Any], src: str | None) -> list[Proble
     def problem(msg: str, field: str | None = None) -> None:
         out.append(Problem(msg, task=node.name, file=src, field=field))
 
-    if not isinstance(m.max_in_flight, int) or m.max_in_flight < 1:
-        problem("max_in_flight must be a positive integer", "map.max_in_flight")
+    if not isinstance(m.max_in_flight, int) or not 1 <= m.max_in_flight <= MAX_IN_FLIGHT:
+        problem(f"max_in_flight must be an integer from 1 to {MAX_IN_FLIGHT}", "map.max_in_flight")
+    if node.spec.trigger_rule is TriggerRule.ALWAYS:
+        problem("a map node cannot use trigger_rule 'always': it needs the elements of what it maps over")
     if not isinstance(m.batch_size, int) or m.batch_size < 1:
         problem("batch_size must be a positive integer", "map.batch_size")
     if isinstance(m.allow_failed, bool) or not isinstance(m.allow_failed, int | float) or m.allow_failed < 0:

@@ -60,7 +60,25 @@ def plus_one(config: ChunkConfig, square: int) -> int:
     _note(config, f"plus_one {square} {time.time():.6f}")
     if config.sleep_s:
         time.sleep(config.sleep_s)
+    if config.fail_while and os.path.exists(config.fail_while.format(square)):
+        raise PermanentError(f"{config.fail_while.format(square)} exists")
     return square + 1
+
+
+class OffsetConfig(BaseModel):
+    value: int
+
+
+@task(name="tests.map.offset")
+def offset(config: OffsetConfig) -> int:
+    return config.value
+
+
+@task(name="tests.map.add_offset", cache_ignore=("log",))
+def add_offset(config: ChunkConfig, span: int, offset: int) -> int:
+    """A map with a second parent: every chunk gets ``offset``'s result."""
+    _note(config, f"add_offset {span}")
+    return span + offset
 
 
 @task(name="tests.map.total")

@@ -202,13 +202,23 @@ class NodeRunner:
             ctx.reported = None
             outs.append(self._dump(self.spec.fn(**kwargs)))
             items += ctx.reported if ctx.reported is not None else 1
-        return "[" + ",".join(outs) + "]", items, fp, False
+        result = "[" + ",".join(outs) + "]"
+        size = len(result) if result.isascii() else len(result.encode("utf-8"))
+        if size > self.settings.max_result_bytes:
+            raise PermanentError(
+                f"this chunk's results are {size} bytes (UTF-8), over max_result_bytes "
+                f"({self.settings.max_result_bytes}): use a smaller batch_size, or write large data to ctx.output_dir"
+            )
+        return result, items, fp, False
 
     def _chunk_fp(self, record: dict[str, Any], raw: str) -> str | None:
         """A chunk's fingerprint: its map's (task, version, params, inputs; not upstream) and its elements."""
         if not record.get("fp") or not record.get("cache", True):
             return None
-        parts = {k: v for k, v in (record.get("fpp") or {}).items() if k != "upstream"}
+        fpp = record.get("fpp") or {}
+        parts = {k: v for k, v in fpp.items() if k != "upstream"}
+        # the map's other parents reach every chunk: they stay in; what it maps over is the elements' hash
+        parts["upstream"] = {p: d for p, d in (fpp.get("upstream") or {}).items() if p != record["map"]["over"]}
         parts["elements"] = _sha256(raw)
         return digest(parts)
 
@@ -292,8 +302,9 @@ class NodeRunner:
         for parent, raw in zip(record["up"], claim.parent_results, strict=True):
             if parent == skip:
                 continue
-            if parent in mapped and raw is not None and (parent in spec.upstream_params or spec.takes_upstream_kwargs):
-                kwargs[parent] = self._map_results(store, ctx.run_id, parent, raw)
+            if parent in mapped and (parent in spec.upstream_params or spec.takes_upstream_kwargs):
+                # a map that never ran (its input failed; this task is `always`) gives None
+                kwargs[parent] = None if raw is None else self._map_results(store, ctx.run_id, parent, raw)
             elif parent in self._adapters:
                 kwargs[parent] = None if raw is None else _as_permanent(self._adapters[parent].validate_json, raw)
             elif spec.takes_upstream_kwargs:

@@ -66,8 +66,10 @@ local function map_counts(m)
     m .. ':items', m .. ':allowed')
   local n = {}
   for i = 1, #f do n[i] = tonumber(f[i] or '0') end
-  return {total = n[1], ok = n[2] + n[3], bad = n[4] + n[5] + n[6], queued = n[7] + n[9], running = n[8],
-          inflight = n[7] + n[8] + n[9], items = n[10], allowed = n[11]}
+  -- own: failures of this map's task (a chunk upstream_failed because a map before it was allowed to fail
+  -- that element is not one: the element does not exist for this map)
+  return {total = n[1], ok = n[2] + n[3], bad = n[4] + n[5] + n[6], own = n[4] + n[6], queued = n[7] + n[9],
+          running = n[8], inflight = n[7] + n[8] + n[9], items = n[10], allowed = n[11]}
 end
 
 -- one event per chunk transition: the map's counts, not the chunk (a 100,000-chunk map is one bar)
@@ -308,7 +310,7 @@ refill = function(m)
   local upstream_bad = tonumber(redis.call('HGET', K_BAD, m) or '0') > 0
   local cancelled = redis.call('HGET', K_META, 'cancel_requested') == '1'
   -- fail fast: past allow_failed no new chunk starts (those in flight finish; retry runs the rest)
-  if not (c.bad > c.allowed or upstream_bad or cancelled) then
+  if not (c.own > c.allowed or upstream_bad or cancelled) then
     while c.inflight < s.map.max_in_flight do
       local chunk = next_ready(m, c.total)
       if not chunk then break end
@@ -320,14 +322,14 @@ refill = function(m)
   local outcome = nil
   if cancelled then outcome = 'cancelled'
   elseif upstream_bad and parents_done then outcome = 'upstream_failed'
-  elseif c.bad > c.allowed then outcome = 'failed'
+  elseif c.own > c.allowed then outcome = 'failed'
   elseif c.ok + c.bad == c.total and parents_done then outcome = 'succeeded'
   end
   if not outcome then return end
   redis.call('HSET', K_RESULTS, m, cjson.encode({map = m, chunks = c.total, succeeded = c.ok, failed = c.bad}))
   if outcome == 'failed' then
-    redis.call('HSET', K_ERRORS, m, cjson.encode({type = 'MapFailed', reason = 'chunks_failed', traceback = {},
-      message = c.bad .. ' of ' .. c.total .. ' chunks failed (allow_failed: ' .. c.allowed .. ')'}))
+    redis.call('HSET', K_ERRORS, m, cjson.encode({type = 'MapFailed', reason = 'chunks_failed',
+      message = c.own .. ' of ' .. c.total .. ' chunks failed (allow_failed: ' .. c.allowed .. ')'}))
   end
   finish(m, outcome)
   propagate(m, outcome == 'succeeded')
@@ -365,6 +367,7 @@ local function clear_map(m)
     fields[#fields + 1] = m .. ':' .. f
   end
   redis.call('HDEL', K_MAPS, unpack(fields))
+  redis.call('ZREMRANGEBYLEX', K_MAP_READY, '[' .. m .. '|', '[' .. m .. '|~')
   for _, follower in ipairs(spec(m).streams or {}) do clear_map(follower) end
 end
 
@@ -396,13 +399,16 @@ local function reopen(m)
     local c, st = all[j], all[j + 1]
     if RETRYABLE[st] and string.sub(c, 1, #prefix) == prefix and chunk_of(c) == m then
       local _, i = chunk_of(c)
-      redis.call('HSET', K_CHUNKS, c, 'pending')
-      mincr(m, 'n_' .. st, -1)
-      mincr(m, 'n_pending', 1)
-      forget_chunk(c, false)
       local src = s.map.stream and state_of(chunk_name(s.map.over, i))
-      if not s.map.stream or src == 'succeeded' or src == 'cached' then
-        redis.call('ZADD', K_MAP_READY, 0, ready_member(m, i))
+      -- map after map: a chunk whose source chunk stays failed (allowed there, not retried) stays as it is
+      if not (s.map.stream and TERMINAL[src] and src ~= 'succeeded' and src ~= 'cached') then
+        redis.call('HSET', K_CHUNKS, c, 'pending')
+        mincr(m, 'n_' .. st, -1)
+        mincr(m, 'n_pending', 1)
+        forget_chunk(c, false)
+        if not s.map.stream or src == 'succeeded' or src == 'cached' then
+          redis.call('ZADD', K_MAP_READY, 0, ready_member(m, i))
+        end
       end
     end
   end
@@ -422,7 +428,7 @@ open_map = function(m)
   redis.call('HSET', K_TIMES, m .. ':started', NOW_S, m .. ':attempt_started', NOW_S)
   mark_running_run()
   if total == nil then  -- its source's result was never split into chunks (cannot happen through a worker)
-    redis.call('HSET', K_ERRORS, m, cjson.encode({type = 'MapError', reason = 'no_elements', traceback = {},
+    redis.call('HSET', K_ERRORS, m, cjson.encode({type = 'MapError', reason = 'no_elements',
       message = 'no elements were recorded for this map from ' .. s.map.over}))
     finish(m, 'failed')
     propagate(m, false)

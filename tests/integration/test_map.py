@@ -20,7 +20,7 @@ from orchestrator import Pipeline
 from orchestrator.client import Client
 from orchestrator.keys import run_keys
 from tests.conftest import run_to_end
-from tests.map_tasks import plus_one, quick, span, square, square_elsewhere, total, total_after
+from tests.map_tasks import add_offset, offset, plus_one, quick, span, square, square_elsewhere, total, total_after
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -221,3 +221,48 @@ def test_each_chunk_is_cached_by_its_own_elements(settings, tmp_path: Path) -> N
     )
     outcomes = Counter(e["outcome"] for e in cached.store.attempt_log(second.run_id) if e["task"].startswith("square["))
     assert outcomes == Counter({"cached": 9, "succeeded": 1})
+
+
+def test_a_failure_allowed_in_the_first_map_is_a_missing_element_for_the_next(client: Client, tmp_path: Path) -> None:
+    """square may lose one chunk; plus_one's chunk for it is upstream_failed, which does not count against
+    plus_one's own allowance. Then plus_one fails on its own, and a retry re-runs just that chunk."""
+    bad = tmp_path / "bad-{}"
+    Path(str(bad).format(16)).touch()  # plus_one fails on 4*4
+    p = (
+        Pipeline("stream-fail")
+        .add_task(span, params={"n": 9})
+        .add_map(square, over="span", allow_failed=1, params={"fail_on": [0]})
+        .add_map(plus_one, over="square", params={"fail_while": str(bad)})
+        .add_task(total_after, depends_on=["plus_one"])
+    )
+    snap = run_to_end(client, p)
+    assert snap.state == "failed" and snap.states["square"] == "succeeded" and snap.states["plus_one"] == "failed"
+    assert "1 of 9 chunks failed (allow_failed: 0)" in snap.errors["plus_one"]
+    Path(str(bad).format(16)).unlink()
+    assert client.retry(snap.run_id) >= 2
+    snap = client.wait(snap.run_id, timeout_s=30, poll_s=0.05)
+    assert snap.state == "succeeded", (snap.states, snap.maps)
+    assert snap.maps["plus_one"] == {**snap.maps["plus_one"], "succeeded": 8, "failed": 1, "pending": 0}
+    assert client.results(snap.run_id)["total_after"] == {"sum": sum(i * i + 1 for i in range(1, 9)), "n": 8}
+
+
+def test_a_chunk_cache_entry_depends_on_the_maps_other_parents(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cached = Client(settings.model_copy(update={"use_cache": True}))
+    log = tmp_path / "calls.log"
+    n = int(time.time() * 1000) % 100_000 + 5  # elements no earlier session has cached
+
+    def pipeline(value: int) -> Pipeline:
+        return (
+            Pipeline("chunk-cache-parents")
+            .add_task(span, params={"n": n})
+            .add_task(offset, params={"value": value})
+            .add_map(add_offset, over="span", depends_on=["offset"], params={"log": str(log)}, batch_size=n)
+        )
+
+    assert run_to_end(cached, pipeline(1)).state == "succeeded"
+    assert run_to_end(cached, pipeline(1)).state == "succeeded"  # all cached: no call
+    assert sum(_log(log).values()) == n
+    snap = run_to_end(cached, pipeline(2))  # the other parent changed: the chunk runs again
+    assert sum(_log(log).values()) == 2 * n
+    assert cached.store.chunk_rows(snap.run_id, "add_offset", 0, 1)[0][1] == json.dumps(
+        [i + 2 for i in range(n)], separators=(",", ":"))

@@ -45,7 +45,7 @@ def test_map_problems_name_the_task_and_field() -> None:
 
     p = Pipeline("bad").add_task(number).add_map(one, over="number", max_in_flight=0)
     msgs = _msgs(p)
-    assert any("max_in_flight must be a positive integer" in m and "one" in m for m in msgs)
+    assert any("max_in_flight must be an integer from 1 to 10000" in m and "one" in m for m in msgs)
     assert any("its task needs a parameter named 'number'" in m for m in msgs)
     assert any("maps over 'number', which returns" in m and "not a list" in m for m in msgs)
 
