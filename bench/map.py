@@ -50,6 +50,17 @@ def _forget_run(r: Any, run_id: str) -> None:
     r.delete(*k.per_run(), f"{k.meta}:notifications")
 
 
+def _settled_memory(r: Any, timeout_s: float = 10.0) -> int:
+    """``used_memory`` once Redis has no lazily freed objects pending (valkey 8 frees DEL'd keys in a
+    background thread: a previous run's keys must not be subtracted from this one's)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = r.info("memory")
+        if int(info.get("lazyfree_pending_objects", 0)) == 0 or time.monotonic() > deadline:
+            return int(info["used_memory"])
+        time.sleep(0.05)
+
+
 def cf_map_run(
     stack: common.Stack, n: int, batch: int, timeout_s: float = 1800, timeline: bool = False
 ) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def cf_map_run(
     pipeline = cf_tasks.map_reduce(n, batch)
     chunks = -(-n // batch)
     client, r = stack.cf_client(), stack.r(0)
-    mem0 = common.used_memory(r)
+    mem0 = _settled_memory(r)
     cpu = common.CpuWatch(common.roles(stack, "chordflow")).start()
     before = common.commandstats(r)
     t0w = time.time()
