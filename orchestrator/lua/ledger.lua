@@ -99,8 +99,7 @@ local function set_state(node, st)
       mincr(m, 'n_' .. old, -1)
       mincr(m, 'n_' .. st, 1)
     end
-    map_event(m)
-    return
+    return  -- announced once per settled chunk (finish_chunk), with the map's counts: not 3 events per chunk
   end
   redis.call('HSET', K_STATE, node, st)
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'kind', 'task', 'node', node, 'state', st, 'at', NOW_S)
@@ -355,6 +354,7 @@ finish_chunk = function(node, state)
     end
   end
   refill(m)
+  map_event(m)
 end
 
 -- forget a map's chunks (its source ran again and returned new elements)

@@ -73,7 +73,7 @@ def test_max_in_flight_is_never_exceeded(client: Client, redis_client: redis.Red
     assert snap.state == "succeeded"
     events = _map_events(redis_client, snap.run_id, "square")
     in_flight = [int(e["queued"]) + int(e["running"]) for e in events]
-    assert len(events) >= 300 * 3  # queued, running, succeeded per chunk
+    assert len(events) >= 300  # one per settled chunk, after the next ones were dispatched
     assert max(in_flight) == 5, Counter(in_flight)  # reached, never exceeded
 
 
