@@ -376,7 +376,7 @@ async function heatmapPage(pipeline, q) {
     <div class="filters">
       <label>Pipeline <select id="h-pipeline">${pipes.map((p) => `<option ${p.name === pipeline ? "selected" : ""}>${esc(p.name)}</option>`).join("")}
         ${pipes.some((p) => p.name === pipeline) || !pipeline ? "" : `<option selected>${esc(pipeline)}</option>`}</select></label>
-      <label>Last <select id="h-runs">${[10, 30, 50, 100].map((x) => `<option ${x === n ? "selected" : ""}>${x}</option>`).join("")}</select> runs</label>
+      <label>Last <select id="h-runs">${[...new Set([10, 30, 50, 100, n])].sort((a, b) => a - b).map((x) => `<option ${x === n ? "selected" : ""}>${x}</option>`).join("")}</select> runs</label>
       <span class="legend muted">duration vs the task's median:
         <span style="background:${heatColour(0.5)}"></span> 0.5×
         <span style="background:${heatColour(1)}"></span> 1×
