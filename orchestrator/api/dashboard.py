@@ -198,14 +198,18 @@ def _median(values: list[float]) -> float | None:
 
 
 def router(flower_url: str | None) -> APIRouter:
-    """The dashboard's routes (reads: the ``auth.read`` dependency)."""
-    api = APIRouter(dependencies=[Depends(auth.read)])
+    """The dashboard's routes: the page, and reads behind ``auth.read`` like the rest of the API."""
+    api = APIRouter()
+    Reader = Depends(auth.read)
     graphs: OrderedDict[str, RunGraph] = OrderedDict()
     workers_cache: dict[str, Any] = {}
 
     @api.get("/dashboard", include_in_schema=False)
     async def page() -> HTMLResponse:
-        """The dashboard page: runs, a run's graph, the heatmap, the workers (hash routes, one script)."""
+        """The dashboard page: runs, a run's graph, the heatmap, the workers (hash routes, one script).
+
+        The page and its files hold no data, so they are served without a token even when reads need
+        one; the page then sends the token typed into it with every read."""
         return HTMLResponse(static_file("index.html"), headers={"Cache-Control": "no-cache"})
 
     @api.get("/dashboard/static/{name}", include_in_schema=False)
@@ -214,7 +218,7 @@ def router(flower_url: str | None) -> APIRouter:
             raise HTTPException(404, f"no dashboard file '{name[:100]}'")
         return Response(static_file(name), media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
-    @api.get("/runs/{run_id}/graph", tags=["dashboard"])
+    @api.get("/runs/{run_id}/graph", tags=["dashboard"], dependencies=[Reader])
     async def graph(run_id: str, c: Client) -> RunGraph:
         """The run's DAG laid out for drawing: columns by longest path, siblings grouped in big runs."""
         check_run_id(run_id)
@@ -234,7 +238,7 @@ def router(flower_url: str | None) -> APIRouter:
             graphs.popitem(last=False)
         return out
 
-    @api.get("/runs/{run_id}/tasks/{task}", tags=["dashboard"])
+    @api.get("/runs/{run_id}/tasks/{task}", tags=["dashboard"], dependencies=[Reader])
     async def task_detail(run_id: str, task: str, c: Client, request: Request) -> TaskDetail:
         """One task of a run: state, progress, error (traceback tail), every finished attempt, links."""
         record = await _record(c, run_id, task)
@@ -264,7 +268,7 @@ def router(flower_url: str | None) -> APIRouter:
             logs_url=str(request.url_for("task_logs", run_id=run_id, task=task).path),
         )  # fmt: skip
 
-    @api.get("/runs/{run_id}/tasks/{task}/error-report", name="error_report", tags=["dashboard"])
+    @api.get("/runs/{run_id}/tasks/{task}/error-report", name="error_report", tags=["dashboard"], dependencies=[Reader])
     async def error_report(run_id: str, task: str, c: Client) -> dict[str, Any]:
         """The error report of the task's latest failed attempt (``errors/<run_id>/<task>-<attempt>.json``)."""
         await _record(c, run_id, task)
@@ -282,7 +286,7 @@ def router(flower_url: str | None) -> APIRouter:
                 break
         raise HTTPException(404, f"task '{task}' of run '{run_id}' has no error report on this server")
 
-    @api.get("/runs/{run_id}/tasks/{task}/logs", name="task_logs", tags=["dashboard"])
+    @api.get("/runs/{run_id}/tasks/{task}/logs", name="task_logs", tags=["dashboard"], dependencies=[Reader])
     async def task_logs(
         run_id: str, task: str, c: Client, limit: Annotated[int, Query(ge=1, le=keys.TASK_LOG_LINES)] = 100
     ) -> TaskLogs:
@@ -302,7 +306,7 @@ def router(flower_url: str | None) -> APIRouter:
             lines.append(NO_SECRETS.data(value if isinstance(value, dict) else {"event": value}, max_string=4000))
         return TaskLogs(run_id=run_id, task=task, lines=lines, kept=int(kept))
 
-    @api.get("/pipelines/{name}/heatmap", tags=["dashboard"])
+    @api.get("/pipelines/{name}/heatmap", tags=["dashboard"], dependencies=[Reader])
     async def heatmap(name: str, c: Client, runs: Annotated[int, Query(ge=1, le=200)] = 30) -> Heatmap:
         """Each task's duration in the pipeline's last ``runs`` runs, relative to that task's median."""
         ids = await c.r.zrevrange(keys.pipeline_runs(name), 0, runs - 1)
@@ -346,7 +350,7 @@ def router(flower_url: str | None) -> APIRouter:
             rows.append(HeatRow(task=node, median_s=med, cells=cells))
         return Heatmap(pipeline=name, runs=shown, rows=rows)
 
-    @api.get("/workers", tags=["dashboard"])
+    @api.get("/workers", tags=["dashboard"], dependencies=[Reader])
     async def workers(c: Client) -> Workers:
         """Workers: chordflow's registry (alive by Redis time) and Celery's inspect (queues, what runs)."""
         cached = workers_cache.get("answer")

@@ -33,7 +33,10 @@ function flash(text, isError = false) {
   el.hidden = !text;
 }
 async function getJSON(path) {
-  const resp = await fetch(path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = tokenInput.value.trim();
+  if (token) headers.Authorization = `Bearer ${token}`; // reads need it when the server closes them
+  const resp = await fetch(path, { headers });
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) throw new Error(body.detail || `${resp.status} ${resp.statusText}`);
   return body;
@@ -197,6 +200,7 @@ async function runPage(runId, selected) {
         return seg;
       }).join("");
       const worst = ["failed", "running", "retrying", "queued"].find((s) => c[s]) || (c.pending ? "pending" : "succeeded");
+      g.querySelector("text.sub").textContent = STATES.filter((s) => c[s]).map((s) => `${c[s]} ${s.replace("_", " ")}`).join(" · ");
       g.dataset.state = worst;
       rect.style.fill = `var(--${worst})`;
       rect.style.fillOpacity = "0.35";

@@ -192,6 +192,28 @@ def test_the_workers_page_shows_the_worker_its_queue_and_what_it_runs(http: http
     http.post(f"/runs/{run_id}/cancel", headers=AUTH)
 
 
+def test_a_1000_task_run_stays_usable(client: Any, page: Any) -> None:
+    """10 layers of 100 tasks: drawn as 10 group boxes (layout computed once, on the server), each with its
+    members' states; a group opens its member list, a member its panel."""
+    from tests.pipelines import layered
+
+    run_id = client.submit(layered(100, 10))
+    started = time.monotonic()
+    page.goto(f"/dashboard#/run/{run_id}")
+    page.locator("svg#dag g.node").first.wait_for()
+    shown_s = time.monotonic() - started
+    assert page.locator("svg#dag g.node").count() == 10 and shown_s < 10, shown_s
+    page.locator('g.node[data-box="group:9:n9"][data-state="succeeded"]').wait_for(timeout=120_000)
+    page.click('g.node[data-box="group:4:n4"]')
+    members = page.locator("#side a[data-task]")
+    members.first.wait_for()
+    assert members.count() == 100
+    page.click('#side a[data-task="n4_42"]')
+    page.locator("#side h2", has_text="n4_42").wait_for()
+    page.screenshot(path=str(SHOTS / "run-1000.png"))
+    print(f"1,000-task run page drawn in {shown_s:.2f} s")
+
+
 def test_readme_screenshot_of_a_finished_run(http: httpx.Client, page: Any) -> None:
     """The README's picture: a finished run with a failed branch, its error panel open."""
     run_id = submit(http, "dash_flow", {"audit": {"api_key": SECRET}, "transform": {"fail": True}})
@@ -282,3 +304,16 @@ def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: 
     assert page["runs"][-1]["run_id"].startswith("20010101-000000") and page["next_offset"] is None
     failed = http.get("/runs", params={"limit": 25, "pipeline": name, "state": "failed"}).json()["runs"]
     assert all(r["state"] == "failed" for r in failed)
+
+
+def test_with_closed_reads_the_page_loads_and_its_data_needs_the_token(
+    worker_env: dict[str, str], worker: Any, tmp_path: Path, server: Server
+) -> None:
+    srv = Server(_env(worker_env, CHORDFLOW_API_TOKEN=WEB_TOKEN, CHORDFLOW_API_OPEN_READS="false"), tmp_path / "s.log")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/dashboard").status_code == 200 and c.get("/dashboard/static/app.js").status_code == 200
+            assert c.get("/workers").status_code == 401 and c.get("/pipelines/dash_flow/heatmap").status_code == 401
+            assert c.get("/pipelines/dash_flow/heatmap", headers=AUTH).status_code == 200
+    finally:
+        srv.stop()
