@@ -238,7 +238,7 @@ def router(flower_url: str | None) -> APIRouter:
             graphs.popitem(last=False)
         return out
 
-    @api.get("/runs/{run_id}/tasks/{task}", tags=["dashboard"], dependencies=[Reader])
+    @api.get("/runs/{run_id}/tasks/{task}/detail", tags=["dashboard"], dependencies=[Reader])
     async def task_detail(run_id: str, task: str, c: Client, request: Request) -> TaskDetail:
         """One task of a run: state, progress, error (traceback tail), every finished attempt, links."""
         record = await _record(c, run_id, task)

@@ -140,7 +140,7 @@ async function runsPage(q) {
 
 // -- run page --------------------------------------------------------------------------------------
 
-const BOX_W = 150, BOX_H = 34, GAP_X = 46, GAP_Y = 14, PAD = 12;
+const BOX_W = 132, BOX_H = 34, GAP_X = 34, GAP_Y = 14, PAD = 12;
 
 async function runPage(runId, selected) {
   const [graph, status] = await Promise.all([getJSON(`/runs/${runId}/graph`), getJSON(`/runs/${runId}`)]);
@@ -288,7 +288,7 @@ async function runPage(runId, selected) {
     const side = document.getElementById("side");
     try {
       const [d, logs] = await Promise.all([
-        getJSON(`/runs/${runId}/tasks/${encodeURIComponent(name)}`),
+        getJSON(`/runs/${runId}/tasks/${encodeURIComponent(name)}/detail`),
         getJSON(`/runs/${runId}/tasks/${encodeURIComponent(name)}/logs?limit=100`),
       ]);
       const s = d.status;
@@ -346,7 +346,7 @@ function drawGraph(graph) {
   }).join("");
   const nodes = graph.boxes.map((b) => {
     const p = pos[b.id];
-    const label = b.label.length > 22 ? `${b.label.slice(0, 21)}…` : b.label;
+    const label = b.label.length > 19 ? `${b.label.slice(0, 18)}…` : b.label;
     return `<g class="node" data-box="${esc(b.id)}" transform="translate(${p.x},${p.y})">
       <title>${esc(b.members.length ? `${b.label}: ${b.members.length} tasks` : `${b.id} (${b.task})${b.map ? " — map" : ""}`)}</title>
       <rect class="box" width="${BOX_W}" height="${BOX_H}" style="fill:var(--pending)"></rect>

@@ -26,6 +26,7 @@ CHROMIUM = os.environ.get("CHORDFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = REPO / "tests" / "artifacts"
 FLOWER = "http://127.0.0.1:5555"
 SECRET = "sk-dash-" + "q" * 24
+TASKS = ("extract", "transform", "audit", "validate", "load", "publish", "report")  #: tests/data/dash_flow.toml
 
 
 def _playwright() -> Any:
@@ -109,7 +110,7 @@ def test_the_runs_list_renders_with_state_progress_and_failed_tasks(http: httpx.
     row = page.locator(f'tr[data-run="{bad}"]')
     row.wait_for()
     assert "failed" in row.inner_text() and "transform" in row.locator("td").nth(6).inner_text()
-    assert "4/4" in page.locator(f'tr[data-run="{ok}"]').inner_text()
+    assert "7/7" in page.locator(f'tr[data-run="{ok}"]').inner_text()
     page.select_option("#f-state", "failed")
     page.wait_for_function("location.hash.includes('state=failed')")
     page.locator(f'tr[data-run="{bad}"]').wait_for()
@@ -127,7 +128,7 @@ def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Clie
     page.locator(box.format("load", "pending")).wait_for()
     page.locator(box.format("transform", "running")).wait_for()
     page.screenshot(path=str(SHOTS / "run-live.png"))
-    page.locator(box.format("load", "succeeded")).wait_for(timeout=60_000)
+    page.locator(box.format("report", "succeeded")).wait_for(timeout=60_000)
     page.locator("#run-state .badge.succeeded").wait_for()
     assert page.evaluate("window.__loadedOnce") is True  # the same document all along: no reload
     # a task's panel: attempts, host, duration and its log lines, newest first, secret masked
@@ -144,13 +145,13 @@ def test_the_heatmap_has_one_cell_per_task_and_run(http: httpx.Client, page: Any
         assert _finish(http, submit(http, "dash_flow"))["state"] == "succeeded"
     hm = http.get("/pipelines/dash_flow/heatmap", params={"runs": 5}).json()
     assert len(hm["runs"]) == 5 and [r["task"] for r in hm["rows"]][0] == "extract"
-    assert {r["task"] for r in hm["rows"]} == {"extract", "transform", "audit", "load"}
+    assert {r["task"] for r in hm["rows"]} == set(TASKS)
     page.goto("/dashboard#/heatmap/dash_flow?runs=5")
     page.locator("td.heat-cell").first.wait_for()
     cells = page.locator("td.heat-cell")
-    assert cells.count() == 4 * 5
+    assert cells.count() == len(TASKS) * 5
     pairs = {(c.get_attribute("data-task"), c.get_attribute("data-run")) for c in cells.all()}
-    assert pairs == {(t, r["run_id"]) for t in ("extract", "transform", "audit", "load") for r in hm["runs"]}
+    assert pairs == {(t, r["run_id"]) for t in TASKS for r in hm["runs"]}
     title = page.locator('td.heat-cell[data-task="extract"]').first.get_attribute("title")
     assert "median" in title and "extract" in title  # the value on hover
     page.screenshot(path=str(SHOTS / "heatmap.png"), full_page=True)
@@ -231,14 +232,14 @@ def test_readme_screenshot_of_a_finished_run(http: httpx.Client, page: Any) -> N
 
 def test_dashboard_endpoints_refuse_bad_input_with_4xx(http: httpx.Client) -> None:
     missing = "20200101-000000-abcdef"
-    for path in (f"/runs/{missing}/graph", f"/runs/{missing}/tasks/x", f"/runs/{missing}/tasks/x/logs",
+    for path in (f"/runs/{missing}/graph", f"/runs/{missing}/tasks/x/detail", f"/runs/{missing}/tasks/x/logs",
                  "/runs/nope/graph", "/pipelines/no_such_pipeline/heatmap", "/dashboard/static/../app.py"):  # fmt: skip
         resp = http.get(path)
         assert resp.status_code == 404, (path, resp.text)
         assert "detail" in resp.json()
     run_id = submit(http, "dash_flow")
     _finish(http, run_id)
-    assert http.get(f"/runs/{run_id}/tasks/nope").status_code == 404
+    assert http.get(f"/runs/{run_id}/tasks/nope/detail").status_code == 404
     assert http.get(f"/runs/{run_id}/tasks/load/logs", params={"limit": 0}).status_code == 422
     assert http.get(f"/runs/{run_id}/tasks/load/error-report").status_code == 404
     assert http.get("/pipelines/dash_flow/heatmap", params={"runs": 1000}).status_code == 422
@@ -251,8 +252,10 @@ def test_graph_task_detail_error_report_and_logs_never_show_secrets(http: httpx.
     run_id = submit(http, "dash_flow", {"audit": {"api_key": SECRET}, "transform": {"fail": True}})
     assert _finish(http, run_id)["state"] == "failed"
     graph = http.get(f"/runs/{run_id}/graph").json()
-    assert {b["id"]: b["layer"] for b in graph["boxes"]} == {"extract": 0, "transform": 1, "audit": 1, "load": 2}
-    detail = http.get(f"/runs/{run_id}/tasks/transform").json()
+    assert {b["id"]: b["layer"] for b in graph["boxes"]} == {
+        "extract": 0, "transform": 1, "audit": 1, "validate": 1, "load": 2, "publish": 3, "report": 4}  # fmt: skip
+    assert ["publish", "report"] in graph["edges"] and ["validate", "report"] in graph["edges"]
+    detail = http.get(f"/runs/{run_id}/tasks/transform/detail").json()
     assert detail["status"]["state"] == "failed" and detail["attempts"][-1]["outcome"] == "failed"
     report = http.get(detail["error_report_url"])
     assert report.status_code == 200 and report.json()["error"]["type"] == "RuntimeError"
@@ -261,7 +264,7 @@ def test_graph_task_detail_error_report_and_logs_never_show_secrets(http: httpx.
         assert time.monotonic() < deadline, logs
         time.sleep(0.1)
     assert logs[0]["event"] == "task.succeeded" and [x["line"] for x in logs[1:5]] == [3, 2, 1, 0]
-    everything = json.dumps([graph, detail, report.json(), logs, http.get(f"/runs/{run_id}/tasks/audit").json()])
+    everything = json.dumps([graph, detail, report.json(), logs, http.get(f"/runs/{run_id}/tasks/audit/detail").json()])
     assert SECRET not in everything and "***" in json.dumps(logs)
 
 
