@@ -33,7 +33,7 @@ from orchestrator.artifacts import UnsafePath, error_report_path
 from orchestrator.errors import RunNotFound
 from orchestrator.layout import layout
 from orchestrator.redact import NO_SECRETS
-from orchestrator.store import check_run_id
+from orchestrator.store import RunSnapshot, check_run_id
 
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 GRAPH_CACHE = 128  #: runs whose layout is kept in memory
@@ -223,6 +223,7 @@ def router(flower_url: str | None) -> APIRouter:
         """The run's DAG laid out for drawing: columns by longest path, siblings grouped in big runs."""
         check_run_id(run_id)
         if run_id in graphs:
+            await c.run_state(run_id)  # 404 once its keys expired, cached or not
             graphs.move_to_end(run_id)
             return graphs[run_id]
         k = keys.run_keys(run_id)
@@ -242,22 +243,36 @@ def router(flower_url: str | None) -> APIRouter:
     async def task_detail(run_id: str, task: str, c: Client, request: Request) -> TaskDetail:
         """One task of a run: state, progress, error (traceback tail), every finished attempt, links."""
         record = await _record(c, run_id, task)
-        snap = await c.status(run_id)
-        status = run_status(snap).tasks.get(task) or TaskStatus(state="pending")
         k = keys.run_keys(run_id)
         pipe = c.r.pipeline(transaction=False)
+        pipe.time()
+        for key in (k.state, k.attempts, k.hosts, k.progress, k.errors):
+            pipe.hget(key, task)
+        pipe.hmget(k.times, [f"{task}:{t}" for t in ("queued", "started", "finished")])
         pipe.lrange(k.attempt_log, -ATTEMPTS_SCANNED, -1)
         pipe.hget(k.task_ids, task)
-        lines, celery_id = await pipe.execute()
+        (sec, usec), state, attempts_n, host, progress, error, (queued, started, finished), lines, celery_id = (
+            await pipe.execute()
+        )
+        times = {f"{task}:{n}": v for n, v in (("queued", queued), ("started", started), ("finished", finished)) if v}
+        snap = RunSnapshot(  # this one task's slice of a snapshot: run_status formats it like /runs/{id} does
+            run_id, {}, states={task: state or "pending"}, attempts={task: attempts_n or "0"}, times=times,
+            hosts={task: host} if host else {}, progress={task: progress} if progress else {},
+            errors={task: error} if error else {}, now=sec + usec / 1e6,
+        )
+        status = run_status(snap).tasks[task]
         attempts = []
         for raw in lines:
             try:
                 line = json.loads(raw)
             except ValueError:
                 continue
-            if line.get("task") == task:
-                attempts.append(Attempt.model_validate(NO_SECRETS.data(
-                    {f: line.get(f) for f in Attempt.model_fields}, max_string=2000)))  # fmt: skip
+            if isinstance(line, dict) and line.get("task") == task:
+                fields = {f: line[f] for f in Attempt.model_fields if line.get(f) is not None}
+                try:
+                    attempts.append(Attempt.model_validate(NO_SECRETS.data(fields, max_string=2000)))
+                except ValueError:  # a line this version cannot read: left out rather than a 500
+                    continue
         report = None
         if status.error is not None:
             report = str(request.url_for("error_report", run_id=run_id, task=task).path)
