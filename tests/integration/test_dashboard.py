@@ -215,6 +215,51 @@ def test_a_1000_task_run_stays_usable(client: Any, page: Any) -> None:
     print(f"1,000-task run page drawn in {shown_s:.2f} s")
 
 
+def test_a_map_is_one_box_whose_chunk_bar_fills_live(client: Any, page: Any) -> None:
+    from orchestrator import Pipeline
+    from tests.map_tasks import span, square, total
+
+    p = (
+        Pipeline("dash-map")
+        .add_task(span, params={"n": 60})
+        .add_map(square, over="span", max_in_flight=4, params={"sleep_s": 0.1})
+        .add_task(total, depends_on=["square"])
+    )
+    run_id = client.submit(p)
+    page.goto(f"/dashboard#/run/{run_id}")
+    box = page.locator('g.node[data-box="square"]')
+    box.locator("text.sub", has_text="chunks").wait_for()
+    seen = set()
+    deadline = time.monotonic() + 60
+    while "60/60 chunks" not in seen:
+        assert time.monotonic() < deadline, seen
+        seen.add(box.locator("text.sub").text_content())
+        page.wait_for_timeout(100)
+    partial = [t for t in seen if t.endswith(" chunks") and not t.startswith(("0/", "60/"))]
+    assert partial, seen  # the bar moved while the map ran, not only at the end
+    assert float(box.locator("rect.fill").get_attribute("width")) > 100
+    assert page.locator("svg#dag g.node").count() == 3  # 60 chunks, one box
+    page.locator('g.node[data-box="total"][data-state="succeeded"]').wait_for()
+
+
+def test_log_lists_are_capped_newest_first_and_expire(redis_server: Any) -> None:
+    from workers.log_sink import LogSink
+
+    sink = LogSink(redis_server.url, ttl_s=120)
+    run_id = "20010101-000000-10a5ee"
+    for i in range(keys.TASK_LOG_LINES + 100):
+        sink.add(run_id, "m[7]", json.dumps({"event": "x", "i": i}))
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    key = keys.task_logs(run_id, "m")
+    deadline = time.monotonic() + 10
+    while not r.exists(key) or json.loads(r.lindex(key, 0))["i"] != keys.TASK_LOG_LINES + 99:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert r.llen(key) == keys.TASK_LOG_LINES and 0 < r.ttl(key) <= 120
+    assert json.loads(r.lindex(key, -1))["i"] == 100  # the oldest 100 were trimmed
+    r.delete(key)
+
+
 def test_readme_screenshot_of_a_finished_run(http: httpx.Client, page: Any) -> None:
     """The README's picture: a finished run with a failed branch, its error panel open."""
     run_id = submit(http, "dash_flow", {"audit": {"api_key": SECRET}, "transform": {"fail": True}})
