@@ -111,6 +111,10 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     threads: list[Any] = [Reaper(settings), DueScheduler(settings), Publisher(settings)]
     if settings.notify_sender:
         threads.append(Notifier(settings))
+    if settings.alerts.enabled:
+        from workers.alerting import AlertChecker
+
+        threads.append(AlertChecker(settings))
 
     @signals.worker_ready.connect(weak=False)
     def _start(sender: Any = None, **_: Any) -> None:

@@ -196,6 +196,7 @@ local function finalize_run()
   metric('run|' .. (redis.call('HGET', K_META, 'pipeline') or '') .. '|' .. st)
   if st == 'failed' and alerting('failed_on') then
     redis.call('ZADD', K_NOTIFY, NOW_MS, ALERT_MEMBER .. 'run_failed:' .. RUN_ID)
+    metric('alert|run_failed')
     redis.call('PUBLISH', NOTIFY_CHANNEL, RUN_ID)
   end
   if redis.call('HEXISTS', K_META, 'notify') == 1 then
