@@ -6,7 +6,7 @@ thing happens:
 
 * the ledger (``lua/ledger.lua``) counts, in the atomic step it already makes: each run's end (by
   pipeline and final state), each attempt's duration by task and outcome (a histogram with fixed
-  buckets, :data:`DURATION_BUCKETS_S`: one HINCRBY for the bucket, one HINCRBYFLOAT for the sum),
+  buckets, :data:`DURATION_BUCKETS_S`: one HINCRBY for the bucket, one for the sum in microseconds),
   retries, attempts lost with their worker or their message, and time limits;
 * each process that calls the ledger times those calls (:data:`LEDGER_LATENCY`) in memory and adds
   them to the hash at most every :data:`FLUSH_S` seconds: no extra round trip per task.
@@ -191,7 +191,7 @@ def families(data: dict[str, Any]) -> Iterator[Any]:
                 durations.setdefault((task, outcome), {})[int(bucket)] = int(raw)
             elif kind == "ds":
                 task, outcome = rest.rsplit("|", 1)
-                dsums[(task, outcome)] = float(raw)
+                dsums[(task, outcome)] = int(raw) / 1e6  # microseconds
             elif kind == "retry":
                 retries.add_metric([rest], int(raw))
             elif kind == "lost":

@@ -101,6 +101,10 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     @signals.worker_process_shutdown.connect(weak=False)
     def _flush_artifacts(**_: Any) -> None:
         WRITER.flush()
+        from orchestrator.metrics import LEDGER_LATENCY
+        from workers.runner import store_for
+
+        LEDGER_LATENCY.flush(store_for(settings).r)  # this process's last ledger timings
 
     from workers.liveness import Announcer
     from workers.notifier import Notifier

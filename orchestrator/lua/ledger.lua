@@ -134,7 +134,7 @@ local function observe(node, outcome)
     if d <= BUCKETS[j] then b = j - 1 break end
   end
   metric('d|' .. task .. '|' .. outcome .. '|' .. b)
-  redis.call('HINCRBYFLOAT', K_METRICS, 'ds|' .. task .. '|' .. outcome, string.format('%.6f', d))
+  metric('ds|' .. task .. '|' .. outcome, math.floor(d * 1000000 + 0.5))  -- microseconds: HINCRBY is cheaper
   return task, d
 end
 

@@ -24,8 +24,8 @@ def test_raw_counters_become_parseable_families() -> None:
     data = {
         "counters": {
             "run|etl|succeeded": "3", "run|etl|failed": "1", "run|a|b|failed": "2",
-            "d|t.x|succeeded|0": "2", "d|t.x|succeeded|7": "1", "ds|t.x|succeeded": "1.25",
-            "d|t.x|failed|18": "1", "ds|t.x|failed": "4000",
+            "d|t.x|succeeded|0": "2", "d|t.x|succeeded|7": "1", "ds|t.x|succeeded": "1250000",
+            "d|t.x|failed|18": "1", "ds|t.x|failed": "4000000000",
             "retry|t.x": "2", "lost|t.x|worker_lost": "1", "timeout|t.x|hard": "1",
             "l|succeed|1": "4", "ls|succeed": "0.004", "alert|slow_task": "1", "slow_on": "123", "junk": "x",
         },  # fmt: skip
