@@ -101,10 +101,14 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     @signals.worker_process_shutdown.connect(weak=False)
     def _flush_artifacts(**_: Any) -> None:
         WRITER.flush()
-        from orchestrator.metrics import LEDGER_LATENCY
-        from workers.runner import store_for
+        import os
 
-        LEDGER_LATENCY.flush(store_for(settings).r)  # this process's last ledger timings
+        from orchestrator.metrics import LEDGER_LATENCY
+        from workers.runner import _STORES
+
+        store = _STORES.get(os.getpid())
+        if store is not None:
+            LEDGER_LATENCY.flush(store.r)  # this process's last ledger timings
 
     from workers.liveness import Announcer
     from workers.notifier import Notifier
