@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from orchestrator.errors import EmbeddedStartError
 from orchestrator.settings import Settings
@@ -260,7 +260,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = value.get_secret_value()
         elif isinstance(value, Path):
             text = str(value.resolve())
-        elif isinstance(value, list):
+        elif isinstance(value, BaseModel):  # a nested table ([alerts]): pydantic-settings parses it as JSON
+            text = json.dumps(value.model_dump(), default=_plain)
+        elif isinstance(value, list | dict):
             text = json.dumps(value)
         elif isinstance(value, bool):
             text = "true" if value else "false"
@@ -268,6 +270,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = str(value)
         env[f"CHORDFLOW_{name.upper()}"] = text
     return env
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what ``model_dump()`` leaves as objects: a secret's value (the worker needs it), a path."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value.resolve())
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class EmbeddedStack:

@@ -38,8 +38,11 @@ def keyspace(r: redis.Redis) -> set[str]:
     """chordflow's keys (runs, indexes), minus what live workers keep up on their own schedule (reaper lock,
     worker registry, the give-back's first-seen marks, the retry due index), and the task log lists, which
     workers write a moment after an earlier test's run ended (workers/log_sink.py). kombu's own keys
-    (queues, ``unacked``) change whenever a worker acks an earlier test's message, so they are not compared."""
-    live = {REAPER_LOCK, keys.WORKERS, keys.WORKERS_SEEN, keys.UNACKED_SEEN, keys.DUE}
+    (queues, ``unacked``) change whenever a worker acks an earlier test's message, so they are not compared.
+    Also left out: the metrics and alert keys (workers flush ledger timings every few seconds) and the cache's
+    HMAC key, made once by whichever process fingerprints first (a dry run may be the first)."""
+    live = {REAPER_LOCK, keys.WORKERS, keys.WORKERS_SEEN, keys.UNACKED_SEEN, keys.DUE, keys.METRICS, keys.SETTLED,
+            keys.ALERT_LOCK, keys.ALERT_STATE, keys.ALERT_SAMPLES, keys.CACHE_SECRET_KEY}  # fmt: skip
     return {k for k in r.scan_iter(match=f"{keys.PREFIX}:*", count=1000) if "}:logs:" not in k} - live
 
 
