@@ -124,8 +124,9 @@ class AsyncClient:
         start, skip = (offset, 0) if direct else (0, offset)
         sec, usec = await self.r.time()
         now = sec + usec / 1e6
-        while len(matched) < skip + limit and start < offset + MAX_SCAN:
-            batch = skip + limit - len(matched) if direct else SCAN_BATCH
+        stop = offset + limit if direct else MAX_SCAN
+        while len(matched) < skip + limit and start < stop:
+            batch = limit - len(matched) if direct else SCAN_BATCH
             ids = await self.r.zrevrange(index, start, start + batch - 1)
             if not ids:
                 break
