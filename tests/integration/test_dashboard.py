@@ -26,6 +26,7 @@ CHROMIUM = os.environ.get("CHORDFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = REPO / "tests" / "artifacts"
 FLOWER = "http://127.0.0.1:5555"
 SECRET = "sk-dash-" + "q" * 24
+HOSTILE = "<img src=x onerror=window.__xss=1>"
 TASKS = ("extract", "transform", "audit", "validate", "load", "publish", "report")  #: tests/data/dash_flow.toml
 
 
@@ -119,8 +120,8 @@ def test_the_runs_list_renders_with_state_progress_and_failed_tasks(http: httpx.
 
 
 def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Client, page: Any) -> None:
-    run_id = submit(http, "dash_flow", {"extract": {"seconds": 1.5}, "transform": {"seconds": 2.0},
-                                        "audit": {"lines": 6, "seconds": 1.0, "api_key": SECRET}})  # fmt: skip
+    audit = {"lines": 6, "seconds": 1.0, "api_key": SECRET, "say": HOSTILE}
+    run_id = submit(http, "dash_flow", {"extract": {"seconds": 1.5}, "transform": {"seconds": 2.0}, "audit": audit})
     page.goto(f"/dashboard#/run/{run_id}")
     page.evaluate("window.__loadedOnce = true")
     box = 'g.node[data-box="{}"][data-state="{}"]'
@@ -137,6 +138,7 @@ def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Clie
     logs.locator("div").first.wait_for()
     text = logs.inner_text()
     assert "chatty.line" in text and SECRET not in text
+    assert HOSTILE in text and page.evaluate("window.__xss") is None  # shown as text, never run
     page.screenshot(path=str(SHOTS / "run.png"))
 
 
