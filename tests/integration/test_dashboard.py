@@ -249,16 +249,17 @@ def test_log_lists_are_capped_newest_first_and_expire(redis_server: Any) -> None
 
     sink = LogSink(redis_server.url, ttl_s=120)
     run_id = "20010101-000000-10a5ee"
-    for i in range(keys.TASK_LOG_LINES + 100):
+    n = keys.TASK_LOG_LINES + 2_100  # more than one flush carries (2,000): the rest must follow unprompted
+    for i in range(n):
         sink.add(run_id, "m[7]", json.dumps({"event": "x", "i": i}))
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     key = keys.task_logs(run_id, "m")
     deadline = time.monotonic() + 10
-    while not r.exists(key) or json.loads(r.lindex(key, 0))["i"] != keys.TASK_LOG_LINES + 99:
+    while not r.exists(key) or json.loads(r.lindex(key, 0))["i"] != n - 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert r.llen(key) == keys.TASK_LOG_LINES and 0 < r.ttl(key) <= 120
-    assert json.loads(r.lindex(key, -1))["i"] == 100  # the oldest 100 were trimmed
+    assert json.loads(r.lindex(key, -1))["i"] == n - keys.TASK_LOG_LINES  # the oldest were trimmed
     r.delete(key)
 
 
