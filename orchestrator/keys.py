@@ -24,6 +24,23 @@ chordflow:workers:seen                    zset    worker instance -> epoch ms (R
 chordflow:unacked-seen                    hash    kombu delivery tag -> epoch ms the reaper first saw it unacked
 chordflow:pipelines                       hash    pipeline name -> published record JSON (plan, params JSON Schema,
                                                   description, source, published_at, hash; see registry.py)
+chordflow:metrics                         hash    cluster-wide counters kept as things happen (orchestrator/metrics.py):
+                                                  "run|<pipeline>|<state>", "d|<task>|<outcome>|<bucket>",
+                                                  "ds|<task>|<outcome>" (µs), "retry|<task>", "lost|<task>|<reason>",
+                                                  "timeout|<task>|<kind>", "l|<op>|<bucket>", "ls|<op>",
+                                                  "alert|<kind>"; "slow_on"/"failed_on": epoch ms until which
+                                                  the ledger feeds the alert checker (orchestrator/alerts.py)
+chordflow:metrics:settled                 stream  successful attempts (t=task, d=seconds, r=run, n=node) while
+                                                  slow-task alerts are on; read by the alert checker
+chordflow:alerts:lock                     string  held by the one worker checking alert conditions (PX)
+chordflow:alerts:state                    hash    the alert checker's memory: "cursor" (last settled entry read),
+                                                  "w|<task>" (recent durations, JSON), "q|<queue>" (epoch ms it was
+                                                  first seen waiting with no consumer)
+chordflow:alerts:samples                  zset    "<ms>:<succeeded>:<failed>" -> epoch ms (failure-rate window)
+chordflow:alerts:once:{kind}:{subject}    string  an alert fired (PX = alerts.repeat_s): one per condition per window
+chordflow:alert:{id}                      string  a fired alert (JSON: kind, summary, details, at); its outbox member
+                                                  in chordflow:notify is "alert:<id>" (EX = run_ttl_s)
+chordflow:alert:{id}:notifications        list    delivery attempts of one alert (like a run's)
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
                                                   cancel_requested, ttl_s, params
@@ -93,6 +110,13 @@ CACHE_PREFIX = f"{PREFIX}:cache:"
 CACHE_SECRET_KEY = f"{PREFIX}:cache-secret-key"  #: HMAC key of secret params in fingerprints (made once)
 CACHE_LAST_PREFIX = f"{PREFIX}:cache-last:"
 TASK_LOG_LINES = 500  #: log lines kept per (run, task); older ones are trimmed
+METRICS = f"{PREFIX}:metrics"
+SETTLED = f"{PREFIX}:metrics:settled"
+SETTLED_MAXLEN = 10_000  #: settled attempts kept for the alert checker (approximate trim; ledger.lua)
+ALERT_LOCK = f"{PREFIX}:alerts:lock"
+ALERT_STATE = f"{PREFIX}:alerts:state"
+ALERT_SAMPLES = f"{PREFIX}:alerts:samples"
+ALERT_MEMBER = "alert:"  #: outbox members that are alerts, not runs (ledger.lua enqueues "alert:run_failed:<rid>")
 KOMBU_UNACKED = "unacked"  #: kombu's Redis transport: delivery tag -> [message, exchange, routing key]
 
 
@@ -127,6 +151,19 @@ def run_notifications(run_id: str) -> str:
     return f"{PREFIX}:run:{{{run_id}}}:notifications"
 
 
+def alert_once(kind: str, subject: str) -> str:
+    """Held while an alert of ``kind`` about ``subject`` may not fire again."""
+    return f"{PREFIX}:alerts:once:{kind}:{subject}"
+
+
+def alert_record(alert_id: str) -> str:
+    return f"{PREFIX}:alert:{alert_id}"
+
+
+def alert_notifications(alert_id: str) -> str:
+    return f"{PREFIX}:alert:{alert_id}:notifications"
+
+
 @dataclass(frozen=True)
 class RunKeys:
     """The keys of one run, in the fixed order the ledger script receives them as KEYS."""
@@ -156,15 +193,17 @@ class RunKeys:
     map_inflight: str
     active_runs: str  #: global, not per run (the ledger never expires the global keys)
     due: str  #: global: retries and re-checks by due time
-    notify: str  #: global: the outbox of run-end notifications; always last
+    notify: str  #: global: the outbox of run-end notifications
+    metrics: str  #: global: counters (orchestrator/metrics.py)
+    settled: str  #: global: successful attempts for the slow-task alert; always last
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
         return [getattr(self, f.name) for f in fields(self)]
 
     def per_run(self) -> list[str]:
-        """The keys owned by this run (everything but the three global keys at the end)."""
-        return self.ordered()[:-3]
+        """The keys owned by this run (everything but the five global keys at the end)."""
+        return self.ordered()[:-5]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -198,4 +237,6 @@ def run_keys(run_id: str) -> RunKeys:
         active_runs=ACTIVE_RUNS,
         due=DUE,
         notify=NOTIFY,
+        metrics=METRICS,
+        settled=SETTLED,
     )

@@ -247,11 +247,11 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def webhook_headers(secret: bytes, timestamp: str, body: bytes, key: str) -> dict[str, str]:
+def webhook_headers(secret: bytes, timestamp: str, body: bytes, key: str, event: str = EVENT) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "User-Agent": "chordflow-notifier",
-        "X-Chordflow-Event": EVENT,
+        "X-Chordflow-Event": event,
         "X-Chordflow-Timestamp": timestamp,
         "X-Chordflow-Idempotency-Key": key,
         "X-Chordflow-Signature": signature(secret, timestamp, body),

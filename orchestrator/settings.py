@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orchestrator.alerts import AlertConfig
 from orchestrator.errors import ChordflowError
 from orchestrator.trust import check_cwd_config, config_source, project_dir
 
@@ -114,6 +115,10 @@ class Settings(BaseSettings):
     smtp_user: str | None = Field(None, description="SMTP login (with smtp_password); unset: no AUTH")
     smtp_password: SecretStr | None = None
     smtp_from: str = Field("chordflow@localhost", description="From: of notification e-mails")
+    alerts: AlertConfig = Field(
+        default_factory=AlertConfig,
+        description="alert conditions and targets ([alerts] table, CHORDFLOW_ALERTS__<FIELD>); README 'Alerts'",
+    )
     use_cache: bool = Field(True, description="reuse results of nodes whose fingerprint is unchanged (C5)")
     state_dir: Path | None = Field(
         None,

@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from orchestrator import keys
 from orchestrator.errors import ChordflowError, RedisUnavailable, RunNotFound
+from orchestrator.metrics import LEDGER_LATENCY
 from orchestrator.states import TERMINAL_RUN_STATES
 
 _DUE_LUA = """
@@ -164,6 +165,8 @@ class RunStore:
         self._ledger_source = source
         self._ledger_loaded = False
         self._clock: tuple[float, float] | None = None
+        #: the Celery task id under which the last ``succeed``'s Celery chain publishes the next hop (or None)
+        self.chain_task_id: str | None = None
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -321,7 +324,9 @@ class RunStore:
         ``items``: what a map chunk processed (elements, or rows it reported). ``feeds``: (map node, chunk
         batches as JSON lists) for every map over ``node``, stored in the same atomic step.
         """
-        return str(self._call(run_id, "succeed", node, token, result_json, log_line, items, *_flat_feeds(feeds))[0])
+        out = self._call(run_id, "succeed", node, token, result_json, log_line, items, *_flat_feeds(feeds))
+        self.chain_task_id = out[2] if len(out) > 2 else None
+        return str(out[0])
 
     def fail(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
         return str(self._call(run_id, "fail", node, token, error_json, log_line)[0])
@@ -398,7 +403,10 @@ class RunStore:
         return [(eid, fields) for _, entries in out for eid, fields in entries]
 
     def _call(self, run_id: str, op: str, *args: Any) -> Any:
-        return self._ledger(keys=_ledger_keys(run_id), args=[op, run_id, *args])
+        started = time.perf_counter()
+        out = self._ledger(keys=_ledger_keys(run_id), args=[op, run_id, *args])
+        LEDGER_LATENCY.observe(self.r, op, time.perf_counter() - started)  # in memory; flushed now and then
+        return out
 
     # -- reads --------------------------------------------------------------------------------
 

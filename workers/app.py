@@ -102,6 +102,14 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     @signals.worker_process_shutdown.connect(weak=False)
     def _flush_artifacts(**_: Any) -> None:
         WRITER.flush()
+        import os
+
+        from orchestrator.metrics import LEDGER_LATENCY
+        from workers.runner import _STORES
+
+        store = _STORES.get(os.getpid())
+        if store is not None:
+            LEDGER_LATENCY.flush(store.r)  # this process's last ledger timings
 
     from workers.liveness import Announcer
     from workers.notifier import Notifier
@@ -112,6 +120,10 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     threads: list[Any] = [Reaper(settings), DueScheduler(settings), Publisher(settings)]
     if settings.notify_sender:
         threads.append(Notifier(settings))
+    if settings.alerts.enabled:
+        from workers.alerting import AlertChecker
+
+        threads.append(AlertChecker(settings))
 
     @signals.worker_ready.connect(weak=False)
     def _start(sender: Any = None, **_: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ class WorkerContext:
         self._interval = progress_interval_s
         self._last_write = 0.0
         self.reported: int | None = None  #: the last ``done`` reported (a map counts a chunk's rows with it)
+        #: also told of every progress write (workers/flower_state.py: a ``task-progress`` event for Flower)
+        self.on_progress: Callable[[int, int], None] | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -56,3 +59,5 @@ class WorkerContext:
             return
         self._last_write = now
         self._store.set_progress(self.run_id, self.node, int(done), int(total))
+        if self.on_progress is not None:
+            self.on_progress(int(done), int(total))

@@ -26,8 +26,9 @@ from typing import Any
 
 import redis
 
-from orchestrator import keys
+from orchestrator import alerts, keys
 from orchestrator.notify import (
+    EVENT,
     NotifyConfig,
     Outcome,
     SmtpConfig,
@@ -44,6 +45,7 @@ from orchestrator.notify import (
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL_RUN_STATES
 from orchestrator.store import connect
+from workers.alerting import alert_notice
 from workers.logs import get_logger
 from workers.outbox import Claim, Outbox
 from workers.threads import leave_signals_to_main_thread
@@ -51,6 +53,7 @@ from workers.threads import leave_signals_to_main_thread
 MAX_SLEEP_S = 5.0  #: sweep the outbox at least this often (a lost wake-up costs at most this)
 SLOTS = 4  #: runs delivered at once by one worker
 FINAL = ("delivered", "failed")
+ALERT_GIVE_BACK_S = 5.0  #: a worker without [alerts] targets puts a claimed alert back for this long
 
 
 class Notifier(threading.Thread):
@@ -114,33 +117,47 @@ class Notifier(threading.Thread):
     def deliver(self, r: redis.Redis, outbox: Outbox, claim: Claim) -> None:
         """One attempt at every due target of the claimed run; then done, or back in the outbox."""
         rid = claim.run_id
-        k = keys.run_keys(rid)
-        meta = r.hgetall(k.meta)
-        if not meta or meta.get("state") not in TERMINAL_RUN_STATES or "notify" not in meta:
-            outbox.done(claim)  # expired, or retried and running again (the ledger enqueues it at its next end)
-            return
-        key = idempotency_key(rid, meta.get("finished_at", ""))
-        ttl = int(meta.get("ttl_s") or self.settings.run_ttl_s)
-        try:
-            config = NotifyConfig.model_validate_json(meta["notify"])
-        except ValueError:
-            self._record(r, rid, ttl, {"key": key, "channel": "config", "target": "", "target_id": "",
-                                       "attempt": 1, "outcome": "failed", "detail": "the stored notify config is "
-                                       "invalid", "at": _now(r)})  # fmt: skip
-            outbox.done(claim)
-            return
-        if meta["state"] not in config.on:
-            outbox.done(claim)
-            return
+        if rid.startswith(keys.ALERT_MEMBER):  # an alert (workers/alerting.py), not a run end
+            if not self.settings.alerts.enabled:
+                outbox.retry_in(claim, ALERT_GIVE_BACK_S)  # for a worker that has the [alerts] targets
+                return
+            notice = alert_notice(r, self.settings, rid)
+            if notice is None:
+                outbox.done(claim)  # expired, or the run is no longer failed
+                return
+            key, ttl, targets, log_key = notice.key, notice.ttl_s, notice.targets, notice.log_key
+            make_payload: Any = lambda: notice.payload  # noqa: E731
+        else:
+            k = keys.run_keys(rid)
+            meta = r.hgetall(k.meta)
+            if not meta or meta.get("state") not in TERMINAL_RUN_STATES or "notify" not in meta:
+                outbox.done(claim)  # expired, or retried and running again (the ledger enqueues it at its next end)
+                return
+            key = idempotency_key(rid, meta.get("finished_at", ""))
+            ttl = int(meta.get("ttl_s") or self.settings.run_ttl_s)
+            log_key = keys.run_notifications(rid)
+            try:
+                config = NotifyConfig.model_validate_json(meta["notify"])
+            except ValueError:
+                self._record(r, log_key, ttl, {"key": key, "channel": "config", "target": "", "target_id": "",
+                                               "attempt": 1, "outcome": "failed", "detail": "the stored notify "
+                                               "config is invalid", "at": _now(r)})  # fmt: skip
+                outbox.done(claim)
+                return
+            if meta["state"] not in config.on:
+                outbox.done(claim)
+                return
+            targets = config.targets
+            make_payload = lambda: build_payload(rid, meta, failed_nodes(r, k))  # noqa: E731
         history: dict[str, list[dict[str, Any]]] = {}
-        for raw in r.lrange(keys.run_notifications(rid), 0, -1):
+        for raw in r.lrange(log_key, 0, -1):
             rec = json.loads(raw)
             if rec.get("key") == key:
                 history.setdefault(rec.get("target_id", ""), []).append(rec)
         now = _now(r)
         due: list[tuple[Target, list[dict[str, Any]]]] = []
         later: list[float] = []
-        for target in config.targets:
+        for target in targets:
             recs = history.get(target.id, [])
             if any(x["outcome"] in FINAL for x in recs):
                 continue
@@ -149,14 +166,14 @@ class Notifier(threading.Thread):
                 later.append(next_at)
             else:
                 due.append((target, recs))
-        payload = build_payload(rid, meta, _failed_nodes(r, k)) if due else {}
+        payload = make_payload() if due else {}
         for target, recs in due:
             current = outbox.extend(claim, self.lease_ms)
             if current is None:  # no longer ours (lease lost, or the run was enqueued again): its owner goes on
                 self.log.warning("notify.claim_lost", run_id=rid)
                 return
             claim = current
-            next_at = self._attempt(r, rid, ttl, key, target, recs, payload)
+            next_at = self._attempt(r, rid, log_key, ttl, key, target, recs, payload)
             if next_at is not None:
                 later.append(next_at)
         if later:
@@ -166,7 +183,7 @@ class Notifier(threading.Thread):
             outbox.done(claim)
 
     def _attempt(
-        self, r: redis.Redis, rid: str, ttl: int, key: str, target: Target, recs: list[dict[str, Any]],
+        self, r: redis.Redis, rid: str, log_key: str, ttl: int, key: str, target: Target, recs: list[dict[str, Any]],
         payload: dict[str, Any],
     ) -> float | None:  # fmt: skip
         """One attempt at ``target``, recorded; returns when to try again (Redis time), or None (final)."""
@@ -202,7 +219,7 @@ class Notifier(threading.Thread):
             "status": outcome.status, "elapsed_ms": elapsed_ms, "worker": self.worker,
             "next_at": None if next_at is None else round(next_at, 6),
         }  # fmt: skip
-        self._record(r, rid, ttl, record)
+        self._record(r, log_key, ttl, record)
         log = self.log.info if state == "delivered" else self.log.warning
         log(f"notify.{state}", run_id=rid, channel=target.channel, target=target.shown, attempt=attempt,
             detail=outcome.detail, elapsed_ms=elapsed_ms)  # fmt: skip
@@ -214,7 +231,8 @@ class Notifier(threading.Thread):
             self._warn_once("webhook_secret", "CHORDFLOW_WEBHOOK_SECRET is not set: webhooks are not sent unsigned")
             return Outcome(False, True, "webhook_secret is not set on this worker: unsigned webhooks are not sent")
         body = body_bytes(payload)
-        headers = webhook_headers(secret.get_secret_value().encode(), str(int(at)), body, key)
+        event = str(payload.get("event") or EVENT)
+        headers = webhook_headers(secret.get_secret_value().encode(), str(int(at)), body, key, event)
         return post_webhook(target.address, body, headers, self.settings.notify_timeout_s)
 
     def _email(self, target: Target, payload: dict[str, Any]) -> Outcome:
@@ -227,12 +245,14 @@ class Notifier(threading.Thread):
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             sender=s.smtp_from, timeout_s=s.notify_timeout_s,
         )  # fmt: skip
+        if payload.get("alert"):
+            return send_email(smtp, alerts.email_message(payload, smtp.sender, target.address))
         return send_email(smtp, email_message(payload, smtp.sender, target.address))
 
-    def _record(self, r: redis.Redis, rid: str, ttl: int, record: dict[str, Any]) -> None:
+    def _record(self, r: redis.Redis, log_key: str, ttl: int, record: dict[str, Any]) -> None:
         pipe = r.pipeline(transaction=True)
-        pipe.rpush(keys.run_notifications(rid), json.dumps(record))
-        pipe.expire(keys.run_notifications(rid), ttl)
+        pipe.rpush(log_key, json.dumps(record))
+        pipe.expire(log_key, ttl)
         pipe.execute()
 
     def _warn_once(self, what: str, message: str) -> None:
@@ -246,7 +266,7 @@ def _now(r: redis.Redis) -> float:
     return sec + usec / 1e6
 
 
-def _failed_nodes(r: redis.Redis, k: keys.RunKeys) -> dict[str, tuple[str, str | None]]:
+def failed_nodes(r: redis.Redis, k: keys.RunKeys) -> dict[str, tuple[str, str | None]]:
     """Nodes that did not succeed, with their stored error JSON if they raised one."""
     states = r.hgetall(k.state)
     bad = {n: s for n, s in states.items() if s in ("failed", "upstream_failed", "cancelled")}

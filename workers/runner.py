@@ -42,6 +42,7 @@ from orchestrator.redact import Masker
 from orchestrator.settings import Settings
 from orchestrator.spec import CONFIG_PARAM, CONTEXT_PARAM, PermanentError, TaskSpec
 from orchestrator.store import RunStore, connect
+from workers import flower_state
 from workers.artifact_writer import WRITER
 from workers.context import WorkerContext
 from workers.heartbeat import Heartbeat
@@ -111,7 +112,7 @@ class NodeRunner:
                 log.info("task.duplicate_delivery", lease_left_s=round(claim.wait_ms / 1000, 3))
             else:
                 log.info("task.skipped", reason=claim.status, state=claim.state)
-            return None
+            return f"skipped: {claim.status} ({claim.state})"  # what Flower shows as its result
         masker = self._masker.with_params(claim.record.get("params") or {}, self.spec.config_model)
         log = with_masker(log, masker)
         ctx = WorkerContext(
@@ -127,6 +128,7 @@ class NodeRunner:
             pipeline=pipeline_of(claim.record),
             chunk=_chunk_index(node) if claim.record.get("map") else None,
         )
+        ctx.on_progress = flower_state.progress_sender(celery_task, self.settings)
         log.debug("task.started")
         heartbeat = heartbeat_for(self.settings)
         heartbeat.track(run_id, node, token)
@@ -165,15 +167,19 @@ class NodeRunner:
         heartbeat_for(self.settings).untrack(run_id, node)  # settling now: a renewal racing it is not a lost lease
         line = self._log_line(node, claim.attempt, "cached" if from_cache else "succeeded", duration, host)
         outcome = store.succeed(run_id, node, token, result_json, line, items, feeds)
+        flower_state.name_chain_hop(celery_task, store.chain_task_id)
         if outcome != "ok":  # our lease was taken over (we were presumed lost): the result is discarded
             log.warning("task.result_discarded", reason=outcome)
+            return f"result discarded: {outcome}"
         else:
             log.info("task.succeeded", duration_s=round(duration, 6))
             if chunk_fp is not None and not from_cache:
                 self._remember_chunk(store, claim.record, run_id, node, result_json, items, chunk_fp, log)
             elif not is_chunk:
                 self._remember(store, claim.record, run_id, node, result_json, out, log)
-        return None
+        result_type = getattr(self.spec.result_type, "__name__", None)
+        return flower_state.result_summary(duration, result_json, None if is_chunk else result_type,
+                                           items if is_chunk else None, "cached" if from_cache else "succeeded")
 
     # -- map nodes (C6) ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from orchestrator import keys
 from orchestrator.aio import AsyncClient
 from orchestrator.api import auth, dashboard
 from orchestrator.api.body_limit import BodyLimit
+from orchestrator.api.metrics_route import add_metrics_route
 from orchestrator.api.models import (
     Artifact,
     ArtifactList,
@@ -92,6 +93,7 @@ def create_app(settings: Settings, tokens: auth.Tokens, aclient: AsyncClient | N
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     _handlers(app)
+    add_metrics_route(app)
 
     Reader = Depends(auth.read)
     Writer = Depends(auth.mutation)

@@ -5,6 +5,7 @@
 --   9 hosts  10 errors  11 progress  12 leases  13 attempt_log  14 templates  15 task_ids
 --   16 lost  17 waiting  18 events (stream)  19 chunks  20 chunk_io  21 maps  22 map_ready  23 map_inflight
 --   24 active runs (global set)  25 due (global zset)  26 notify (global zset: the outbox of run-end notifications)
+--   27 metrics (global hash: counters, orchestrator/metrics.py)  28 settled (global stream: for slow-task alerts)
 --   The global keys are never expired here; N_RUN_KEYS are the run's own.
 -- ARGV[1] = operation, ARGV[2] = run_id, then per operation (see the dispatcher at the end).
 --
@@ -33,6 +34,7 @@ local K_LEASES, K_LOG, K_TEMPLATES, K_TASK_IDS = KEYS[12], KEYS[13], KEYS[14], K
 local K_LOST, K_WAITING, K_EVENTS = KEYS[16], KEYS[17], KEYS[18]
 local K_CHUNKS, K_CHUNK_IO, K_MAPS, K_MAP_READY, K_MAP_INFLIGHT = KEYS[19], KEYS[20], KEYS[21], KEYS[22], KEYS[23]
 local K_ACTIVE, K_DUE, K_NOTIFY = KEYS[24], KEYS[25], KEYS[26]
+local K_METRICS, K_SETTLED = KEYS[27], KEYS[28]
 local NOTIFY_CHANNEL = 'chordflow:notify-wake'  -- keys.NOTIFY_CHANNEL
 local N_RUN_KEYS = 23
 local EVENTS_MAXLEN = 10000  -- keys.EVENTS_MAXLEN
@@ -43,6 +45,10 @@ local OP, RUN_ID = ARGV[1], ARGV[2]
 local TERMINAL = {succeeded = true, cached = true, failed = true, upstream_failed = true, cancelled = true}
 local RETRYABLE = {failed = true, upstream_failed = true, cancelled = true}
 local READY_DIGITS = '%010d'  -- keys.MAP_READY_DIGITS
+local SETTLED_MAXLEN = 10000  -- keys.SETTLED_MAXLEN
+local ALERT_MEMBER = 'alert:'  -- keys.ALERT_MEMBER
+-- metrics.DURATION_BUCKETS_S (upper bounds of the task duration histogram; checked by tests/unit/test_metrics.py)
+local BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
 local clock = redis.call('TIME')
 local NOW_S = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
@@ -110,7 +116,32 @@ local function run_event(st)
 end
 
 local SPECS = {}
-local function spec(node)  -- a chunk's record is its map node's
+local spec  -- defined below
+
+-- metrics (orchestrator/metrics.py): O(1) counters in one global hash, kept as things happen, so a scrape
+-- reads a fixed number of keys whatever the history. The duration is Redis time since the attempt began.
+local function metric(field, by) redis.call('HINCRBY', K_METRICS, field, by or 1) end
+
+local function observe(node, outcome)
+  local task = spec(node).task
+  local started
+  if string.sub(node, -1) == ']' then started = redis.call('HGET', K_CHUNK_IO, node .. ':t:attempt_started')
+  else started = redis.call('HGET', K_TIMES, node .. ':attempt_started') end
+  local d = 0
+  if started then d = math.max(0, tonumber(NOW_S) - tonumber(started)) end
+  local b = #BUCKETS
+  for j = 1, #BUCKETS do
+    if d <= BUCKETS[j] then b = j - 1 break end
+  end
+  metric('d|' .. task .. '|' .. outcome .. '|' .. b)
+  metric('ds|' .. task .. '|' .. outcome, math.floor(d * 1000000 + 0.5))  -- microseconds: HINCRBY is cheaper
+  return task, d
+end
+
+-- an alert condition the checker (orchestrator/alerts.py) has switched on until an epoch ms
+local function alerting(what) return tonumber(redis.call('HGET', K_METRICS, what) or '0') > NOW_MS end
+
+spec = function(node)  -- a chunk's record is its map node's
   local s = SPECS[node]
   if s == nil then
     local m = chunk_of(node)
@@ -162,6 +193,12 @@ local function finalize_run()
   end
   redis.call('HSET', K_META, 'state', st, 'finished_at', NOW_S)
   run_event(st)
+  metric('run|' .. (redis.call('HGET', K_META, 'pipeline') or '') .. '|' .. st)
+  if st == 'failed' and alerting('failed_on') then
+    redis.call('ZADD', K_NOTIFY, NOW_MS, ALERT_MEMBER .. 'run_failed:' .. RUN_ID)
+    metric('alert|run_failed')
+    redis.call('PUBLISH', NOTIFY_CHANNEL, RUN_ID)
+  end
   if redis.call('HEXISTS', K_META, 'notify') == 1 then
     -- the outbox: whoever is (or is not) still watching, a worker delivers it (at least once)
     redis.call('ZADD', K_NOTIFY, NOW_MS, RUN_ID)
@@ -221,6 +258,10 @@ local function start(node)
   if spec(node).map then open_map(node) else dispatch(node) end
 end
 
+-- the Celery task id the predecessor's chain publishes the next hop under (op_succeed returns it): readable
+-- like a ledger dispatch's, "<run_id>.<node>.<n>" from the same counter
+local CHAIN_TID = nil
+
 -- settle `node` as ok/not ok and walk the consequences down the graph
 local function propagate(node, ok)
   if chunk_of(node) then return end  -- a chunk's consequences are settled by finish_chunk
@@ -246,7 +287,8 @@ local function propagate(node, ok)
       elseif cs.via == 'chain' then
         -- its predecessor's Celery chain publishes it when that task returns
         set_state(c, 'queued')
-        redis.call('HDEL', K_TASK_IDS, c)  -- Celery names the chain's message: nothing to look for
+        redis.call('HDEL', K_TASK_IDS, c)  -- Celery publishes the chain's message: nothing to look for
+        CHAIN_TID = RUN_ID .. '.' .. c .. '.' .. redis.call('HINCRBY', K_META, 'dispatched', 1)
         redis.call('HSET', K_TIMES, c .. ':queued', NOW_S)
         redis.call('ZADD', K_WAITING, NOW_MS, c)
       else
@@ -572,6 +614,13 @@ local function op_begin()
   return claim_of(node, attempt)
 end
 
+-- metrics of an attempt that raised: its duration, a retry, a soft time limit (the worker's error says so)
+local function count_attempt(node, outcome, err)
+  local task = observe(node, outcome)
+  if outcome == 'retrying' then metric('retry|' .. task) end
+  if string.find(err, '"reason": "timeout"', 1, true) then metric('timeout|' .. task .. '|soft') end
+end
+
 -- record a node's failure (error, attempt log) and walk it down the graph: descendants upstream_failed
 local function settle_failed(node, err, line)
   redis.call('HSET', K_ERRORS, node, err)
@@ -608,8 +657,14 @@ local function op_succeed()
     set_items(8)
   end
   redis.call('RPUSH', K_LOG, stamped(line))
+  local task, d = observe(node, 'succeeded')
+  if alerting('slow_on') then
+    redis.call('XADD', K_SETTLED, 'MAXLEN', '~', SETTLED_MAXLEN, '*', 't', task, 'd', string.format('%.6f', d),
+      'r', RUN_ID, 'n', node)
+  end
   finish(node, 'succeeded')
   propagate(node, true)
+  if CHAIN_TID then return {'ok', 'succeeded', CHAIN_TID} end
   return {'ok', 'succeeded'}
 end
 
@@ -621,6 +676,7 @@ local function op_fail()
     if refused[2] == 'failed' and redis.call('HGET', K_ERRORS, node) == err then return {'ok', 'failed'} end
     return refused
   end
+  count_attempt(node, 'failed', err)
   return settle_failed(node, err, line)
 end
 
@@ -634,6 +690,7 @@ local function op_defer()
   end
   local refused = settle_guard(node, token)
   if refused then return refused end
+  count_attempt(node, 'retrying', err)
   set_state(node, 'retrying')
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('HSET', K_LEASES, node, token .. '|0')  -- expired, but remembers who deferred
@@ -651,6 +708,9 @@ local function op_lost()
   local st = state_of(node)
   if st ~= 'running' then return {'dup', st or ''} end
   if redis.call('HGET', K_TASK_IDS, node) ~= task_id then return {'stale', st} end
+  local task = observe(node, reason)
+  if reason == 'timeout' then metric('timeout|' .. task .. '|hard') else metric('lost|' .. task .. '|' .. reason) end
+  if reason == 'timeout' and retry_wait >= 0 then metric('retry|' .. task) end
   redis.call('RPUSH', K_LOG, stamped(line))
   redis.call('HSET', K_ERRORS, node, err)
   redis.call('HDEL', K_LEASES, node)
@@ -701,6 +761,7 @@ local function op_reap()
         redis.call('ZADD', K_WAITING, NOW_MS, node)
       else
         redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'message_lost', at = NOW_S}))
+        metric('lost|' .. spec(node).task .. '|message_lost')
         dispatch(node, true)
         n = n + 1
       end
@@ -722,6 +783,7 @@ local function op_reap()
     if expiry and expiry <= NOW_MS and state_of(node) == 'running' then
       redis.call('HDEL', K_LEASES, node)
       redis.call('RPUSH', K_LOG, cjson.encode({task = node, outcome = 'lost', reason = 'lease_expired', at = NOW_S}))
+      metric('lost|' .. spec(node).task .. '|lease_expired')
       if not count_lost(node, max_lost) then dispatch(node, true) end
       n = n + 1
     end

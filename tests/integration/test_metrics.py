@@ -1,0 +1,106 @@
+"""``GET /metrics``: parsed with prometheus_client's own text parser; the values are the runs made.
+
+Real Redis, the session's real Celery worker, the real FastAPI app (in process). Counters are
+cluster-wide and cumulative, so the test compares two scrapes around what it does (tests run one at
+a time: nothing else settles tasks in between).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import redis
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator import Pipeline
+from orchestrator.api import auth
+from orchestrator.api.app import create_app
+from orchestrator.client import Client
+from orchestrator.metrics import LEDGER_LATENCY
+from orchestrator.settings import Settings
+from tests.conftest import run_to_end
+from tests.pipelines import flaky, stamp
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(http: TestClient) -> Samples:
+    resp = http.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(resp.text)
+        for s in fam.samples
+    }
+
+
+def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_metrics_match_the_runs_made(
+    client: Client, worker: object, settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given the API app and a pipeline name nobody else uses
+    app = create_app(settings, auth.Tokens.from_settings(settings))
+    name = f"metrics-{uuid.uuid4().hex[:8]}"
+    with TestClient(app) as http:
+        before = scrape(http)
+        # When 3 runs succeed, 1 fails and 1 succeeds after two retries
+        for _ in range(3):
+            assert (
+                run_to_end(client, Pipeline(name).add_task(stamp, name="a", params={"seconds": 0.0})).state
+                == "succeeded"
+            )
+        assert run_to_end(client, Pipeline(name).add_task(stamp, name="a", params={"fail": True})).state == "failed"
+        done = run_to_end(client, Pipeline(name + "-f").add_task(flaky, params={"failures": 2}))
+        assert done.state == "succeeded"
+        client.store.cancel(done.run_id)  # a ledger call from this process (answers "done"), timed here
+        # and a message waits in a queue nobody consumes
+        redis_client.lpush("metrics-test-q", "x")
+        LEDGER_LATENCY.flush(client.store.r)  # this process's own ledger calls (submits): in Redis now
+        after = scrape(http)
+        redis_client.delete("metrics-test-q")
+
+    # Then every value is what was made
+    runs = "chordflow_runs_finished_total"
+    assert delta(after, before, runs, pipeline=name, state="succeeded") == 3
+    assert delta(after, before, runs, pipeline=name, state="failed") == 1
+    assert delta(after, before, runs, pipeline=name + "-f", state="succeeded") == 1
+    hist = "chordflow_task_duration_seconds"
+    assert delta(after, before, hist + "_count", task="tests.stamp", outcome="succeeded") == 3
+    assert delta(after, before, hist + "_count", task="tests.stamp", outcome="failed") == 1
+    assert delta(after, before, hist + "_count", task="tests.flaky", outcome="retrying") == 2
+    assert delta(after, before, hist + "_count", task="tests.flaky", outcome="succeeded") == 1
+    assert delta(after, before, hist + "_bucket", task="tests.stamp", outcome="succeeded", le="+Inf") == 3
+    assert 0 <= delta(after, before, hist + "_sum", task="tests.stamp", outcome="succeeded") < 3
+    assert delta(after, before, "chordflow_task_retries_total", task="tests.flaky") == 2
+    assert delta(after, before, "chordflow_task_retries_total", task="tests.stamp") == 0
+    # gauges: nothing of ours is left running; the session worker is live
+    assert after[("chordflow_tasks_in_flight", ())] >= 0
+    assert after[("chordflow_workers_live", ())] >= 1
+    assert ("chordflow_queue_depth", (("queue", "chordflow"),)) in after
+    # ledger calls are timed by their caller (workers flush every few seconds; this process just did)
+    assert delta(after, before, "chordflow_ledger_call_seconds_count", op="cancel") == 1
+    assert delta(after, before, "chordflow_ledger_call_seconds_bucket", op="cancel", le="+Inf") == 1
+
+
+def test_queue_depth_counts_kombu_lists_of_known_queues(
+    client: Client, settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a configured queue with 2 messages, one of them at kombu priority 3
+    s = settings.model_copy(update={"queues": ["chordflow", "depth-q"]})
+    redis_client.lpush("depth-q", "m1")
+    redis_client.lpush("depth-q\x06\x163", "m2")
+    try:
+        with TestClient(create_app(s, auth.Tokens.from_settings(s))) as http:
+            started = time.perf_counter()
+            samples = scrape(http)
+            assert time.perf_counter() - started < 5
+    finally:
+        redis_client.delete("depth-q", "depth-q\x06\x163")
+    assert samples[("chordflow_queue_depth", (("queue", "depth-q"),))] == 2
