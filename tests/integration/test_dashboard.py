@@ -121,7 +121,7 @@ def test_the_runs_list_renders_with_state_progress_and_failed_tasks(http: httpx.
 
 def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Client, page: Any) -> None:
     audit = {"lines": 6, "seconds": 1.0, "api_key": SECRET, "say": HOSTILE}
-    run_id = submit(http, "dash_flow", {"extract": {"seconds": 1.5}, "transform": {"seconds": 2.0}, "audit": audit})
+    run_id = submit(http, "dash_flow", {"extract": {"seconds": 3.0}, "transform": {"seconds": 2.0}, "audit": audit})
     page.goto(f"/dashboard#/run/{run_id}")
     page.evaluate("window.__loadedOnce = true")
     box = 'g.node[data-box="{}"][data-state="{}"]'
