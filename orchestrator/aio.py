@@ -154,10 +154,13 @@ class AsyncClient:
         pipe = self.r.pipeline(transaction=False)
         for rid in run_ids:
             pipe.hscan(keys.run_keys(rid).errors, 0, count=200)
-        candidates = {
-            rid: [n for n in sorted(found) if not n.endswith("]")][:200]
-            for rid, (_, found) in zip(run_ids, await pipe.execute(), strict=True)
-        }
+            pipe.hkeys(keys.run_keys(rid).maps)  # a map fails through its chunks: it may have no error of its own
+        answers = await pipe.execute()
+        candidates = {}
+        for i, rid in enumerate(run_ids):
+            (_, found), map_fields = answers[2 * i], answers[2 * i + 1]
+            names = {n for n in found if not n.endswith("]")} | {f.rpartition(":")[0] for f in map_fields}
+            candidates[rid] = sorted(names)[:200]
         pipe = self.r.pipeline(transaction=False)
         for rid in run_ids:
             pipe.hmget(keys.run_keys(rid).state, candidates[rid] or ["-"])

@@ -289,7 +289,7 @@ def router(flower_url: str | None) -> APIRouter:
         await _record(c, run_id, task)
         attempts = int(await c.r.hget(keys.run_keys(run_id).attempts, task) or 0)
         root = Path(c.settings.artifact_root)
-        for attempt in range(attempts, 0, -1):
+        for attempt in range(attempts, max(0, attempts - 20), -1):
             try:
                 path = error_report_path(root, run_id, task, attempt)
                 text = await asyncio.to_thread(path.read_text, encoding="utf-8")

@@ -368,3 +368,20 @@ def test_with_closed_reads_the_page_loads_and_its_data_needs_the_token(
             assert c.get("/pipelines/dash_flow/heatmap", headers=AUTH).status_code == 200
     finally:
         srv.stop()
+
+
+def test_a_failed_map_is_named_among_the_failed_tasks_of_its_run(client: Any, http: httpx.Client) -> None:
+    from orchestrator import Pipeline
+    from tests.map_tasks import span, square, total
+
+    name = f"dash-map-fail-{os.getpid()}"
+    p = (
+        Pipeline(name)
+        .add_task(span, params={"n": 300})
+        .add_map(square, over="span", params={"fail_on": list(range(0, 300, 2))})
+        .add_task(total, depends_on=["square"])
+    )
+    run_id = client.submit(p)
+    assert client.wait(run_id, timeout_s=120).state == "failed"
+    (row,) = http.get("/runs", params={"pipeline": name}).json()["runs"]
+    assert row["run_id"] == run_id and row["failed_tasks"] == ["square"]  # the map, not its failed chunks
