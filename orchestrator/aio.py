@@ -68,6 +68,7 @@ class AsyncClient:
             max_connections=max_connections, timeout=10,
         )  # fmt: skip
         self.r = aioredis.Redis(connection_pool=pool)
+        self._pipelines_indexed = False
 
     async def aclose(self) -> None:
         await self.r.aclose()
@@ -116,10 +117,11 @@ class AsyncClient:
         pipeline's own index when filtered by pipeline) at ``offset``, so page 500 of 10,000 runs
         costs what page 1 does; a state filter scans at most ``MAX_SCAN`` runs.
         """
-        index, by_meta = keys.RUNS_INDEX, pipeline
-        if pipeline and await self.r.exists(keys.pipeline_runs(pipeline)):
-            index, by_meta = keys.pipeline_runs(pipeline), None  # runs from before that index: scanned below
-        direct = not (by_meta or state)
+        index = keys.RUNS_INDEX
+        if pipeline:
+            await self.index_pipelines()
+            index = keys.pipeline_runs(pipeline)
+        direct = not state
         matched: list[RunSnapshot] = []
         start, skip = (offset, 0) if direct else (0, offset)
         sec, usec = await self.r.time()
@@ -135,12 +137,32 @@ class AsyncClient:
             for rid in ids:
                 pipe.hgetall(keys.run_keys(rid).meta)
             for rid, meta in zip(ids, await pipe.execute(), strict=True):
-                if not meta or (by_meta and meta.get("pipeline") != by_meta):
-                    continue
-                if state and meta.get("state", "pending") != state:
+                if not meta or (state and meta.get("state", "pending") != state):
                     continue
                 matched.append(RunSnapshot(rid, meta, now=now))
         return matched[skip : skip + limit]
+
+    @_redis_errors
+    async def index_pipelines(self) -> None:
+        """Once per Redis: add the runs made before per-pipeline indexes existed to their pipeline's index
+        (``create_run`` adds every new run). Idempotent, so two servers doing it at once is harmless."""
+        if self._pipelines_indexed or await self.r.exists(keys.PIPELINES_INDEXED):
+            self._pipelines_indexed = True
+            return
+        start = 0
+        while pairs := await self.r.zrange(keys.RUNS_INDEX, start, start + 999, withscores=True):
+            start += len(pairs)
+            pipe = self.r.pipeline(transaction=False)
+            for rid, _ in pairs:
+                pipe.hget(keys.run_keys(rid).meta, "pipeline")
+            names = await pipe.execute()
+            pipe = self.r.pipeline(transaction=False)
+            for (rid, score), name in zip(pairs, names, strict=True):
+                if name is not None:
+                    pipe.zadd(keys.pipeline_runs(name), {rid: score})
+            await pipe.execute()
+        await self.r.set(keys.PIPELINES_INDEXED, "1")
+        self._pipelines_indexed = True
 
     @_redis_errors
     async def failed_tasks(self, run_ids: list[str], most: int = 5) -> dict[str, list[str]]:

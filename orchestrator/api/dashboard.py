@@ -324,6 +324,7 @@ def router(flower_url: str | None) -> APIRouter:
     @api.get("/pipelines/{name}/heatmap", tags=["dashboard"], dependencies=[Reader])
     async def heatmap(name: str, c: Client, runs: Annotated[int, Query(ge=1, le=200)] = 30) -> Heatmap:
         """Each task's duration in the pipeline's last ``runs`` runs, relative to that task's median."""
+        await c.index_pipelines()
         ids = await c.r.zrevrange(keys.pipeline_runs(name), 0, runs - 1)
         if not ids:
             await c.pipeline(name)  # 404 if it is not published either

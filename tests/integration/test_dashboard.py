@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,8 @@ def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Clie
 
 
 def test_the_heatmap_has_one_cell_per_task_and_run(http: httpx.Client, page: Any) -> None:
-    for _ in range(3):
-        assert _finish(http, submit(http, "dash_flow"))["state"] == "succeeded"
+    for run_id in [submit(http, "dash_flow") for _ in range(5)]:
+        assert _finish(http, run_id)["state"] == "succeeded"
     hm = http.get("/pipelines/dash_flow/heatmap", params={"runs": 5}).json()
     assert len(hm["runs"]) == 5 and [r["task"] for r in hm["rows"]][0] == "extract"
     assert {r["task"] for r in hm["rows"]} == set(TASKS)
@@ -316,14 +317,13 @@ def test_graph_task_detail_error_report_and_logs_never_show_secrets(http: httpx.
     assert SECRET not in everything and "***" in json.dumps(logs)
 
 
-def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: redis.Redis) -> None:
-    """10,000 runs of one pipeline in the index (metas written directly, dated 2001 so they sort after every
-    real run, expiring in 10 minutes): any page, filtered or not, reads only what it shows."""
-    name = f"dash_bulk_{os.getpid()}"
+def _fake_runs(r: redis.Redis, name: str, n: int, indexed: bool = True) -> list[str]:
+    """``n`` finished runs of pipeline ``name`` (metas only, dated 2001, expiring in 10 minutes), oldest first."""
     base = 978_307_200.0  # 2001-01-01
-    pipe = redis_client.pipeline(transaction=False)
-    for i in range(10_000):
+    ids, pipe = [], r.pipeline(transaction=False)
+    for i in range(n):
         rid = f"20010101-{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}-{i:06x}"
+        ids.append(rid)
         meta = keys.run_keys(rid).meta
         state = "failed" if i % 100 == 0 else "succeeded"
         pipe.hset(meta, mapping={"run_id": rid, "pipeline": name, "state": state, "created_at": base + i,
@@ -331,11 +331,20 @@ def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: 
                                  f"n_{state}": 3})  # fmt: skip
         pipe.expire(meta, 600)
         pipe.zadd(keys.RUNS_INDEX, {rid: base + i})
-        pipe.zadd(keys.pipeline_runs(name), {rid: base + i})
+        if indexed:
+            pipe.zadd(keys.pipeline_runs(name), {rid: base + i})
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
-    redis_client.expire(keys.pipeline_runs(name), 600)
+    r.expire(keys.pipeline_runs(name), 600)
+    return ids
+
+
+def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: redis.Redis) -> None:
+    """10,000 runs of one pipeline in the index (metas written directly, dated 2001 so they sort after every
+    real run, expiring in 10 minutes): any page, filtered or not, reads only what it shows."""
+    name = f"dash_bulk_{os.getpid()}"
+    _fake_runs(redis_client, name, 10_000)
     timings = {}
     for label, params in {
         "first page": {"limit": 25},
@@ -385,3 +394,24 @@ def test_a_failed_map_is_named_among_the_failed_tasks_of_its_run(client: Any, ht
     assert client.wait(run_id, timeout_s=120).state == "failed"
     (row,) = http.get("/runs", params={"pipeline": name}).json()["runs"]
     assert row["run_id"] == run_id and row["failed_tasks"] == ["square"]  # the map, not its failed chunks
+
+
+def test_runs_made_before_the_pipeline_indexes_are_indexed_once(settings: Any, redis_client: redis.Redis) -> None:
+    import asyncio
+
+    from orchestrator.aio import AsyncClient
+
+    name = f"dash_old_{os.getpid()}"
+    ids = _fake_runs(redis_client, name, 30, indexed=False)  # as an older chordflow left them
+    redis_client.delete(keys.PIPELINES_INDEXED)
+
+    async def main() -> list[str]:
+        c = AsyncClient(settings)
+        try:
+            return [s.run_id for s in await c.runs(limit=50, pipeline=name)]
+        finally:
+            await c.aclose()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        assert pool.submit(asyncio.run, main()).result() == ids[::-1]
+    assert redis_client.exists(keys.PIPELINES_INDEXED) and redis_client.zcard(keys.pipeline_runs(name)) == 30
