@@ -90,7 +90,8 @@ async function runsPage(q) {
     <h1>Recent runs</h1>
     <div class="filters">
       <label>Pipeline <select id="f-pipeline"><option value="">all</option>
-        ${pipes.map((p) => `<option ${p.name === pipeline ? "selected" : ""}>${esc(p.name)}</option>`).join("")}</select></label>
+        ${pipes.map((p) => `<option ${p.name === pipeline ? "selected" : ""}>${esc(p.name)}</option>`).join("")}
+        ${!pipeline || pipes.some((p) => p.name === pipeline) ? "" : `<option selected>${esc(pipeline)}</option>`}</select></label>
       <label>State <select id="f-state"><option value="">all</option>
         ${["pending", "running", "succeeded", "failed", "cancelled"].map((s) => `<option ${s === state ? "selected" : ""}>${s}</option>`).join("")}</select></label>
       <span class="muted" id="runs-count"></span>
