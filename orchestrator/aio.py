@@ -68,6 +68,7 @@ class AsyncClient:
             max_connections=max_connections, timeout=10,
         )  # fmt: skip
         self.r = aioredis.Redis(connection_pool=pool)
+        self._pipelines_indexed = False
 
     async def aclose(self) -> None:
         await self.r.aclose()
@@ -116,16 +117,18 @@ class AsyncClient:
         pipeline's own index when filtered by pipeline) at ``offset``, so page 500 of 10,000 runs
         costs what page 1 does; a state filter scans at most ``MAX_SCAN`` runs.
         """
-        index, by_meta = keys.RUNS_INDEX, pipeline
-        if pipeline and await self.r.exists(keys.pipeline_runs(pipeline)):
-            index, by_meta = keys.pipeline_runs(pipeline), None  # runs from before that index: scanned below
-        direct = not (by_meta or state)
+        index = keys.RUNS_INDEX
+        if pipeline:
+            await self.index_pipelines()
+            index = keys.pipeline_runs(pipeline)
+        direct = not state
         matched: list[RunSnapshot] = []
         start, skip = (offset, 0) if direct else (0, offset)
         sec, usec = await self.r.time()
         now = sec + usec / 1e6
-        while len(matched) < skip + limit and start < offset + MAX_SCAN:
-            batch = skip + limit - len(matched) if direct else SCAN_BATCH
+        stop = offset + limit if direct else MAX_SCAN
+        while len(matched) < skip + limit and start < stop:
+            batch = limit - len(matched) if direct else SCAN_BATCH
             ids = await self.r.zrevrange(index, start, start + batch - 1)
             if not ids:
                 break
@@ -134,12 +137,32 @@ class AsyncClient:
             for rid in ids:
                 pipe.hgetall(keys.run_keys(rid).meta)
             for rid, meta in zip(ids, await pipe.execute(), strict=True):
-                if not meta or (by_meta and meta.get("pipeline") != by_meta):
-                    continue
-                if state and meta.get("state", "pending") != state:
+                if not meta or (state and meta.get("state", "pending") != state):
                     continue
                 matched.append(RunSnapshot(rid, meta, now=now))
         return matched[skip : skip + limit]
+
+    @_redis_errors
+    async def index_pipelines(self) -> None:
+        """Once per Redis: add the runs made before per-pipeline indexes existed to their pipeline's index
+        (``create_run`` adds every new run). Idempotent, so two servers doing it at once is harmless."""
+        if self._pipelines_indexed or await self.r.exists(keys.PIPELINES_INDEXED):
+            self._pipelines_indexed = True
+            return
+        start = 0
+        while pairs := await self.r.zrange(keys.RUNS_INDEX, start, start + 999, withscores=True):
+            start += len(pairs)
+            pipe = self.r.pipeline(transaction=False)
+            for rid, _ in pairs:
+                pipe.hget(keys.run_keys(rid).meta, "pipeline")
+            names = await pipe.execute()
+            pipe = self.r.pipeline(transaction=False)
+            for (rid, score), name in zip(pairs, names, strict=True):
+                if name is not None:
+                    pipe.zadd(keys.pipeline_runs(name), {rid: score})
+            await pipe.execute()
+        await self.r.set(keys.PIPELINES_INDEXED, "1")
+        self._pipelines_indexed = True
 
     @_redis_errors
     async def failed_tasks(self, run_ids: list[str], most: int = 5) -> dict[str, list[str]]:
@@ -153,10 +176,13 @@ class AsyncClient:
         pipe = self.r.pipeline(transaction=False)
         for rid in run_ids:
             pipe.hscan(keys.run_keys(rid).errors, 0, count=200)
-        candidates = {
-            rid: [n for n in sorted(found) if not n.endswith("]")][:200]
-            for rid, (_, found) in zip(run_ids, await pipe.execute(), strict=True)
-        }
+            pipe.hkeys(keys.run_keys(rid).maps)  # a map fails through its chunks: it may have no error of its own
+        answers = await pipe.execute()
+        candidates = {}
+        for i, rid in enumerate(run_ids):
+            (_, found), map_fields = answers[2 * i], answers[2 * i + 1]
+            names = {n for n in found if not n.endswith("]")} | {f.rpartition(":")[0] for f in map_fields}
+            candidates[rid] = sorted(names)[:200]
         pipe = self.r.pipeline(transaction=False)
         for rid in run_ids:
             pipe.hmget(keys.run_keys(rid).state, candidates[rid] or ["-"])

@@ -10,6 +10,8 @@ key                                       type    content
 chordflow:runs                            zset    run_id -> created epoch seconds (recent runs)
 chordflow:runs:pipeline:{name}            zset    run_id -> created epoch seconds, runs of one pipeline (the
                                                   runs list filtered by pipeline, the latency heatmap)
+chordflow:runs:pipeline-indexed           string  set once the runs made before the per-pipeline indexes existed
+                                                  were added to them (orchestrator/aio.py)
 chordflow:active                          set     run ids not yet finished (what the lease reaper scans)
 chordflow:reaper-lock                     string  held by the one worker reaping this interval (PX)
 chordflow:due                             zset    "<rid>|<node>" -> epoch ms (Redis TIME) a retry or re-check is due
@@ -128,6 +130,9 @@ def cache_entry(fingerprint: str) -> str:
 def cache_last(pipeline: str, node: str) -> str:
     """The last successful fingerprint + parts of ``node`` in ``pipeline``."""
     return f"{CACHE_LAST_PREFIX}{pipeline}:{node}"
+
+
+PIPELINES_INDEXED = f"{RUNS_INDEX}:pipeline-indexed"
 
 
 def pipeline_runs(pipeline: str) -> str:

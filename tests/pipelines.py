@@ -161,12 +161,13 @@ class ChattyConfig(BaseModel):
     lines: int = 3
     seconds: float = 0.0
     api_key: SecretStr = SecretStr("")
+    say: str = "calling the API"
 
 
 @task(name="tests.chatty")
 def chatty(config: ChattyConfig, ctx: TaskContext, **upstream: Any) -> Count:
     """Logs ``lines`` lines through ``ctx.log`` (each quoting its secret param, which must come out masked)."""
     for i in range(config.lines):
-        ctx.log.info("chatty.line", line=i, note=f"calling the API with {config.api_key.get_secret_value()}")
+        ctx.log.info("chatty.line", line=i, note=f"{config.say} with {config.api_key.get_secret_value()}")
         time.sleep(config.seconds / max(1, config.lines))
     return Count(value=config.lines)

@@ -70,8 +70,9 @@ class LogSink:
         while True:
             self._wake.wait()
             self._wake.clear()
-            self.flush()
-            time.sleep(FLUSH_S)  # batch what arrives meanwhile: one pipeline per interval
+            while self._buffer:  # also what did not fit one pipeline, or waits for Redis to come back
+                self.flush()
+                time.sleep(FLUSH_S)  # batch what arrives meanwhile: one pipeline per interval
 
 
 def configure(url: str | None, ttl_s: int) -> None:

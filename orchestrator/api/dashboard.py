@@ -289,7 +289,7 @@ def router(flower_url: str | None) -> APIRouter:
         await _record(c, run_id, task)
         attempts = int(await c.r.hget(keys.run_keys(run_id).attempts, task) or 0)
         root = Path(c.settings.artifact_root)
-        for attempt in range(attempts, 0, -1):
+        for attempt in range(attempts, max(0, attempts - 20), -1):
             try:
                 path = error_report_path(root, run_id, task, attempt)
                 text = await asyncio.to_thread(path.read_text, encoding="utf-8")
@@ -324,6 +324,7 @@ def router(flower_url: str | None) -> APIRouter:
     @api.get("/pipelines/{name}/heatmap", tags=["dashboard"], dependencies=[Reader])
     async def heatmap(name: str, c: Client, runs: Annotated[int, Query(ge=1, le=200)] = 30) -> Heatmap:
         """Each task's duration in the pipeline's last ``runs`` runs, relative to that task's median."""
+        await c.index_pipelines()
         ids = await c.r.zrevrange(keys.pipeline_runs(name), 0, runs - 1)
         if not ids:
             await c.pipeline(name)  # 404 if it is not published either

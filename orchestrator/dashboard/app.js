@@ -90,7 +90,8 @@ async function runsPage(q) {
     <h1>Recent runs</h1>
     <div class="filters">
       <label>Pipeline <select id="f-pipeline"><option value="">all</option>
-        ${pipes.map((p) => `<option ${p.name === pipeline ? "selected" : ""}>${esc(p.name)}</option>`).join("")}</select></label>
+        ${pipes.map((p) => `<option ${p.name === pipeline ? "selected" : ""}>${esc(p.name)}</option>`).join("")}
+        ${!pipeline || pipes.some((p) => p.name === pipeline) ? "" : `<option selected>${esc(pipeline)}</option>`}</select></label>
       <label>State <select id="f-state"><option value="">all</option>
         ${["pending", "running", "succeeded", "failed", "cancelled"].map((s) => `<option ${s === state ? "selected" : ""}>${s}</option>`).join("")}</select></label>
       <span class="muted" id="runs-count"></span>
@@ -338,11 +339,21 @@ function drawGraph(graph) {
   const w = PAD * 2 + graph.layers * (BOX_W + GAP_X) - GAP_X;
   const h = PAD * 2 + graph.rows * (BOX_H + GAP_Y) - GAP_Y;
   const pos = {};
-  graph.boxes.forEach((b) => { pos[b.id] = { x: PAD + b.layer * (BOX_W + GAP_X), y: PAD + b.row * (BOX_H + GAP_Y) }; });
+  graph.boxes.forEach((b) => {
+    pos[b.id] = { x: PAD + b.layer * (BOX_W + GAP_X), y: PAD + b.row * (BOX_H + GAP_Y), layer: b.layer, row: b.row };
+  });
   const edges = graph.edges.map(([a, b]) => {
     const p = pos[a], q = pos[b];
-    const x1 = p.x + BOX_W, y1 = p.y + BOX_H / 2, x2 = q.x, y2 = q.y + BOX_H / 2, mx = (x1 + x2) / 2;
-    return `<path class="edge" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}"/>`;
+    const x1 = p.x + BOX_W, y1 = p.y + BOX_H / 2, x2 = q.x, y2 = q.y + BOX_H / 2;
+    if (q.layer - p.layer <= 1) {
+      const mx = (x1 + x2) / 2;
+      return `<path class="edge" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}"/>`;
+    }
+    // an edge over other columns runs along the free lane between two rows, never through a box
+    const lane = PAD + (q.row > p.row || q.row === p.row ? p.row + 1 : p.row) * (BOX_H + GAP_Y) - GAP_Y / 2;
+    const g = GAP_X / 2;
+    return `<path class="edge" d="M${x1},${y1} C${x1 + g},${y1} ${x1 + g},${lane} ${x1 + GAP_X},${lane}
+      L${x2 - GAP_X},${lane} C${x2 - g},${lane} ${x2 - g},${y2} ${x2},${y2}"/>`;
   }).join("");
   const nodes = graph.boxes.map((b) => {
     const p = pos[b.id];

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ CHROMIUM = os.environ.get("CHORDFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = REPO / "tests" / "artifacts"
 FLOWER = "http://127.0.0.1:5555"
 SECRET = "sk-dash-" + "q" * 24
+HOSTILE = "<img src=x onerror=window.__xss=1>"
 TASKS = ("extract", "transform", "audit", "validate", "load", "publish", "report")  #: tests/data/dash_flow.toml
 
 
@@ -119,8 +121,8 @@ def test_the_runs_list_renders_with_state_progress_and_failed_tasks(http: httpx.
 
 
 def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Client, page: Any) -> None:
-    run_id = submit(http, "dash_flow", {"extract": {"seconds": 1.5}, "transform": {"seconds": 2.0},
-                                        "audit": {"lines": 6, "seconds": 1.0, "api_key": SECRET}})  # fmt: skip
+    audit = {"lines": 6, "seconds": 1.0, "api_key": SECRET, "say": HOSTILE}
+    run_id = submit(http, "dash_flow", {"extract": {"seconds": 3.0}, "transform": {"seconds": 2.0}, "audit": audit})
     page.goto(f"/dashboard#/run/{run_id}")
     page.evaluate("window.__loadedOnce = true")
     box = 'g.node[data-box="{}"][data-state="{}"]'
@@ -137,12 +139,13 @@ def test_a_live_run_changes_states_on_the_page_without_a_reload(http: httpx.Clie
     logs.locator("div").first.wait_for()
     text = logs.inner_text()
     assert "chatty.line" in text and SECRET not in text
+    assert HOSTILE in text and page.evaluate("window.__xss") is None  # shown as text, never run
     page.screenshot(path=str(SHOTS / "run.png"))
 
 
 def test_the_heatmap_has_one_cell_per_task_and_run(http: httpx.Client, page: Any) -> None:
-    for _ in range(3):
-        assert _finish(http, submit(http, "dash_flow"))["state"] == "succeeded"
+    for run_id in [submit(http, "dash_flow") for _ in range(5)]:
+        assert _finish(http, run_id)["state"] == "succeeded"
     hm = http.get("/pipelines/dash_flow/heatmap", params={"runs": 5}).json()
     assert len(hm["runs"]) == 5 and [r["task"] for r in hm["rows"]][0] == "extract"
     assert {r["task"] for r in hm["rows"]} == set(TASKS)
@@ -247,16 +250,17 @@ def test_log_lists_are_capped_newest_first_and_expire(redis_server: Any) -> None
 
     sink = LogSink(redis_server.url, ttl_s=120)
     run_id = "20010101-000000-10a5ee"
-    for i in range(keys.TASK_LOG_LINES + 100):
+    n = keys.TASK_LOG_LINES + 2_100  # more than one flush carries (2,000): the rest must follow unprompted
+    for i in range(n):
         sink.add(run_id, "m[7]", json.dumps({"event": "x", "i": i}))
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     key = keys.task_logs(run_id, "m")
     deadline = time.monotonic() + 10
-    while not r.exists(key) or json.loads(r.lindex(key, 0))["i"] != keys.TASK_LOG_LINES + 99:
+    while not r.exists(key) or json.loads(r.lindex(key, 0))["i"] != n - 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert r.llen(key) == keys.TASK_LOG_LINES and 0 < r.ttl(key) <= 120
-    assert json.loads(r.lindex(key, -1))["i"] == 100  # the oldest 100 were trimmed
+    assert json.loads(r.lindex(key, -1))["i"] == n - keys.TASK_LOG_LINES  # the oldest were trimmed
     r.delete(key)
 
 
@@ -313,14 +317,13 @@ def test_graph_task_detail_error_report_and_logs_never_show_secrets(http: httpx.
     assert SECRET not in everything and "***" in json.dumps(logs)
 
 
-def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: redis.Redis) -> None:
-    """10,000 runs of one pipeline in the index (metas written directly, dated 2001 so they sort after every
-    real run, expiring in 10 minutes): any page, filtered or not, reads only what it shows."""
-    name = f"dash_bulk_{os.getpid()}"
+def _fake_runs(r: redis.Redis, name: str, n: int, indexed: bool = True) -> list[str]:
+    """``n`` finished runs of pipeline ``name`` (metas only, dated 2001, expiring in 10 minutes), oldest first."""
     base = 978_307_200.0  # 2001-01-01
-    pipe = redis_client.pipeline(transaction=False)
-    for i in range(10_000):
+    ids, pipe = [], r.pipeline(transaction=False)
+    for i in range(n):
         rid = f"20010101-{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}-{i:06x}"
+        ids.append(rid)
         meta = keys.run_keys(rid).meta
         state = "failed" if i % 100 == 0 else "succeeded"
         pipe.hset(meta, mapping={"run_id": rid, "pipeline": name, "state": state, "created_at": base + i,
@@ -328,11 +331,20 @@ def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: 
                                  f"n_{state}": 3})  # fmt: skip
         pipe.expire(meta, 600)
         pipe.zadd(keys.RUNS_INDEX, {rid: base + i})
-        pipe.zadd(keys.pipeline_runs(name), {rid: base + i})
+        if indexed:
+            pipe.zadd(keys.pipeline_runs(name), {rid: base + i})
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
-    redis_client.expire(keys.pipeline_runs(name), 600)
+    r.expire(keys.pipeline_runs(name), 600)
+    return ids
+
+
+def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: redis.Redis) -> None:
+    """10,000 runs of one pipeline in the index (metas written directly, dated 2001 so they sort after every
+    real run, expiring in 10 minutes): any page, filtered or not, reads only what it shows."""
+    name = f"dash_bulk_{os.getpid()}"
+    _fake_runs(redis_client, name, 10_000)
     timings = {}
     for label, params in {
         "first page": {"limit": 25},
@@ -365,3 +377,41 @@ def test_with_closed_reads_the_page_loads_and_its_data_needs_the_token(
             assert c.get("/pipelines/dash_flow/heatmap", headers=AUTH).status_code == 200
     finally:
         srv.stop()
+
+
+def test_a_failed_map_is_named_among_the_failed_tasks_of_its_run(client: Any, http: httpx.Client) -> None:
+    from orchestrator import Pipeline
+    from tests.map_tasks import span, square, total
+
+    name = f"dash-map-fail-{os.getpid()}"
+    p = (
+        Pipeline(name)
+        .add_task(span, params={"n": 300})
+        .add_map(square, over="span", params={"fail_on": list(range(0, 300, 2))})
+        .add_task(total, depends_on=["square"])
+    )
+    run_id = client.submit(p)
+    assert client.wait(run_id, timeout_s=120).state == "failed"
+    (row,) = http.get("/runs", params={"pipeline": name}).json()["runs"]
+    assert row["run_id"] == run_id and row["failed_tasks"] == ["square"]  # the map, not its failed chunks
+
+
+def test_runs_made_before_the_pipeline_indexes_are_indexed_once(settings: Any, redis_client: redis.Redis) -> None:
+    import asyncio
+
+    from orchestrator.aio import AsyncClient
+
+    name = f"dash_old_{os.getpid()}"
+    ids = _fake_runs(redis_client, name, 30, indexed=False)  # as an older chordflow left them
+    redis_client.delete(keys.PIPELINES_INDEXED)
+
+    async def main() -> list[str]:
+        c = AsyncClient(settings)
+        try:
+            return [s.run_id for s in await c.runs(limit=50, pipeline=name)]
+        finally:
+            await c.aclose()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        assert pool.submit(asyncio.run, main()).result() == ids[::-1]
+    assert redis_client.exists(keys.PIPELINES_INDEXED) and redis_client.zcard(keys.pipeline_runs(name)) == 30
