@@ -64,6 +64,11 @@ def aclient(
         yield Client(settings.model_copy(update={"default_queue": QUEUE}))
     finally:
         proc.stop()
+        # leave nothing for later tests: the ledger stops feeding alerts, no alert waits in the outbox
+        redis_client.hdel(keys.METRICS, "failed_on", "slow_on")
+        left = [m for m in redis_client.zrange(keys.NOTIFY, 0, -1) if m.startswith(keys.ALERT_MEMBER)]
+        if left:
+            redis_client.zrem(keys.NOTIFY, *left)
 
 
 def alerts_of(receiver: Receiver, kind: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
