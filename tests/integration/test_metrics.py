@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,9 +21,12 @@ from orchestrator import Pipeline
 from orchestrator.api import auth
 from orchestrator.api.app import create_app
 from orchestrator.client import Client
+from orchestrator.embedded import RedisServer, WorkerProcess
 from orchestrator.metrics import LEDGER_LATENCY
 from orchestrator.settings import Settings
-from tests.conftest import run_to_end
+from tests import metrics_tasks
+from tests.conftest import REPO, run_to_end
+from tests.integration.test_notify import _wait_live
 from tests.pipelines import flaky, stamp
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -104,3 +110,43 @@ def test_queue_depth_counts_kombu_lists_of_known_queues(
     finally:
         redis_client.delete("depth-q", "depth-q\x06\x163")
     assert samples[("chordflow_queue_depth", (("queue", "depth-q"),))] == 2
+
+
+@pytest.fixture(scope="module")
+def lost_worker(
+    redis_server: RedisServer, redis_client: redis.Redis, worker_env: dict[str, str], artifact_root: Path
+) -> Iterator[WorkerProcess]:
+    """A worker of its own for tasks that hit time limits or kill their process (tests/metrics_tasks.py)."""
+    env = {**worker_env, "CHORDFLOW_TASK_MODULES": "tests.metrics_tasks", "CHORDFLOW_QUEUES": metrics_tasks.QUEUE}
+    proc = WorkerProcess(redis_server.url, "metrics@%h", concurrency=2, queues=[metrics_tasks.QUEUE],
+                         log_path=artifact_root / "logs" / "metrics.log", extra_env=env, cwd=REPO).start()  # fmt: skip
+    try:
+        _wait_live(redis_client, "metrics")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_time_limits_and_lost_processes_are_counted(
+    client: Client, settings: Settings, lost_worker: WorkerProcess
+) -> None:
+    with TestClient(create_app(settings, auth.Tokens.from_settings(settings))) as http:
+        before = scrape(http)
+        # When one task passes its soft limit, one its hard limit, and one kills its own process once
+        p = Pipeline(f"metrics-limits-{uuid.uuid4().hex[:6]}")
+        p.add_task(metrics_tasks.soft).add_task(metrics_tasks.hard).add_task(metrics_tasks.die_once)
+        snap = run_to_end(client, p, timeout_s=90)
+        after = scrape(http)
+    assert snap.states == {"soft": "failed", "hard": "failed", "die_once": "succeeded"}, snap.errors
+    timeouts, lost = "chordflow_task_timeouts_total", "chordflow_tasks_lost_total"
+    assert delta(after, before, timeouts, task="tests.metrics.soft", kind="soft") == 1
+    assert delta(after, before, timeouts, task="tests.metrics.hard", kind="hard") == 1
+    assert delta(after, before, lost, task="tests.metrics.die_once", reason="worker_lost") == 1
+    hist = "chordflow_task_duration_seconds_count"
+    assert delta(after, before, hist, task="tests.metrics.soft", outcome="failed") == 1
+    assert delta(after, before, hist, task="tests.metrics.hard", outcome="timeout") == 1
+    assert delta(after, before, hist, task="tests.metrics.die_once", outcome="worker_lost") == 1
+    assert delta(after, before, hist, task="tests.metrics.die_once", outcome="succeeded") == 1
+    # the hard limit is at 0.8 s: its attempt is in the 1 s bucket, not below 0.5 s
+    assert delta(after, before, "chordflow_task_duration_seconds_bucket", task="tests.metrics.hard",
+                 outcome="timeout", le="0.5") == 0  # fmt: skip
