@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from orchestrator.errors import EmbeddedStartError
 from orchestrator.settings import Settings
@@ -262,6 +262,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = str(value.resolve())
         elif isinstance(value, list):
             text = json.dumps(value)
+        elif isinstance(value, BaseModel):  # a nested table (alerts): JSON, as pydantic-settings reads it
+            text = value.model_dump_json()
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:
