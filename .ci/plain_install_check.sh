@@ -37,6 +37,10 @@ git -C "$REPO" ls-files -z --cached --others --exclude-standard | (cd "$REPO" &&
 "$TMP/venv/bin/python" -c "import orchestrator, workers.app" >/dev/null  # fails loudly if the install failed
 BIN="$TMP/venv/bin"
 cd "$TMP"
+say "the dashboard's files are inside the installed package"
+"$BIN/python" -c '
+from orchestrator.api.dashboard import static_file
+assert all(len(static_file(n)) > 100 for n in ("index.html", "app.js", "style.css"))'
 
 say "private Redis (the project's own RedisServer) with a password on a free loopback port"
 setsid "$BIN/python" -c '

@@ -110,14 +110,23 @@ class AsyncClient:
     async def runs(
         self, limit: int = 20, offset: int = 0, pipeline: str | None = None, state: str | None = None
     ) -> list[RunSnapshot]:
-        """Recent runs, newest first, optionally only those of ``pipeline`` and/or in ``state``."""
+        """Recent runs, newest first, optionally only those of ``pipeline`` and/or in ``state``.
+
+        Reads only what the page needs: without a state filter it slices the runs index (the
+        pipeline's own index when filtered by pipeline) at ``offset``, so page 500 of 10,000 runs
+        costs what page 1 does; a state filter scans at most ``MAX_SCAN`` runs.
+        """
+        index, by_meta = keys.RUNS_INDEX, pipeline
+        if pipeline and await self.r.exists(keys.pipeline_runs(pipeline)):
+            index, by_meta = keys.pipeline_runs(pipeline), None  # runs from before that index: scanned below
+        direct = not (by_meta or state)
         matched: list[RunSnapshot] = []
-        start = 0
+        start, skip = (offset, 0) if direct else (0, offset)
         sec, usec = await self.r.time()
         now = sec + usec / 1e6
-        while len(matched) < offset + limit and start < MAX_SCAN:
-            batch = SCAN_BATCH if pipeline or state else offset + limit
-            ids = await self.r.zrevrange(keys.RUNS_INDEX, start, start + batch - 1)
+        while len(matched) < skip + limit and start < offset + MAX_SCAN:
+            batch = skip + limit - len(matched) if direct else SCAN_BATCH
+            ids = await self.r.zrevrange(index, start, start + batch - 1)
             if not ids:
                 break
             start += len(ids)
@@ -125,12 +134,36 @@ class AsyncClient:
             for rid in ids:
                 pipe.hgetall(keys.run_keys(rid).meta)
             for rid, meta in zip(ids, await pipe.execute(), strict=True):
-                if not meta or (pipeline and meta.get("pipeline") != pipeline):
+                if not meta or (by_meta and meta.get("pipeline") != by_meta):
                     continue
                 if state and meta.get("state", "pending") != state:
                     continue
                 matched.append(RunSnapshot(rid, meta, now=now))
-        return matched[offset : offset + limit]
+        return matched[skip : skip + limit]
+
+    @_redis_errors
+    async def failed_tasks(self, run_ids: list[str], most: int = 5) -> dict[str, list[str]]:
+        """Up to ``most`` failed tasks of each run (map chunks left out: their map fails with them).
+
+        Candidates come from a bounded ``HSCAN`` of the run's errors (a task that failed has one), then
+        their states: two round trips for a whole page of runs, whatever their size.
+        """
+        if not run_ids:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hscan(keys.run_keys(rid).errors, 0, count=200)
+        candidates = {
+            rid: [n for n in sorted(found) if not n.endswith("]")][:200]
+            for rid, (_, found) in zip(run_ids, await pipe.execute(), strict=True)
+        }
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hmget(keys.run_keys(rid).state, candidates[rid] or ["-"])
+        out: dict[str, list[str]] = {}
+        for rid, states in zip(run_ids, await pipe.execute(), strict=True):
+            out[rid] = [n for n, st in zip(candidates[rid], states, strict=False) if st == "failed"][:most]
+        return out
 
     @_redis_errors
     async def read_events(self, run_id: str, after: str = "0-0", block_ms: int | None = None) -> list[Event]:

@@ -8,6 +8,8 @@ active (it is in ``chordflow:active``); they get ``run_ttl_s`` when it ends.
 key                                       type    content
 ========================================  ======  ==========================================
 chordflow:runs                            zset    run_id -> created epoch seconds (recent runs)
+chordflow:runs:pipeline:{name}            zset    run_id -> created epoch seconds, runs of one pipeline (the
+                                                  runs list filtered by pipeline, the latency heatmap)
 chordflow:active                          set     run ids not yet finished (what the lease reaper scans)
 chordflow:reaper-lock                     string  held by the one worker reaping this interval (PX)
 chordflow:due                             zset    "<rid>|<node>" -> epoch ms (Redis TIME) a retry or re-check is due
@@ -64,6 +66,9 @@ chordflow:run:{rid}:notifications         list    one JSON line per notification
 chordflow:run:{rid}:events                stream  every state change and progress update, written by the ledger
                                                   in the same atomic step (kind=task|run|progress, node, state,
                                                   progress, at); trimmed to ~EVENTS_MAXLEN
+chordflow:run:{rid}:logs:{node}           list    the task's log lines (JSON, masked), newest first, at most
+                                                  TASK_LOG_LINES (not in RunKeys: written by workers/log_sink.py
+                                                  with the run's TTL; a map's chunks share their map's list)
 chordflow:run:{rid}:chunks                hash    "<map>[<i>]" -> state of chunk i of a map node (written once
                                                   dispatched; an absent chunk below the map's total is pending)
 chordflow:run:{rid}:chunk_io              hash    "<map>[<i>]:in" -> the chunk's elements (JSON list, split from what
@@ -104,6 +109,7 @@ EVENTS_MAXLEN = 10_000  #: events kept per run (approximate trim); a client that
 CACHE_PREFIX = f"{PREFIX}:cache:"
 CACHE_SECRET_KEY = f"{PREFIX}:cache-secret-key"  #: HMAC key of secret params in fingerprints (made once)
 CACHE_LAST_PREFIX = f"{PREFIX}:cache-last:"
+TASK_LOG_LINES = 500  #: log lines kept per (run, task); older ones are trimmed
 METRICS = f"{PREFIX}:metrics"
 SETTLED = f"{PREFIX}:metrics:settled"
 SETTLED_MAXLEN = 10_000  #: settled attempts kept for the alert checker (approximate trim; ledger.lua)
@@ -122,6 +128,16 @@ def cache_entry(fingerprint: str) -> str:
 def cache_last(pipeline: str, node: str) -> str:
     """The last successful fingerprint + parts of ``node`` in ``pipeline``."""
     return f"{CACHE_LAST_PREFIX}{pipeline}:{node}"
+
+
+def pipeline_runs(pipeline: str) -> str:
+    """The index of one pipeline's runs (same scores as :data:`RUNS_INDEX`)."""
+    return f"{RUNS_INDEX}:pipeline:{pipeline}"
+
+
+def task_logs(run_id: str, node: str) -> str:
+    """The log lines of one task of a run; a map chunk ``m[3]`` logs into its map ``m``'s list."""
+    return f"{PREFIX}:run:{{{run_id}}}:logs:{node.partition('[')[0]}"
 
 
 def due_member(run_id: str, node: str) -> str:

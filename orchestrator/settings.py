@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     api_tokens: SecretStr | None = Field(None, description="more API tokens, one per client: 'client=token,...'")
     api_open_reads: bool = Field(True, description="HTTP API reads need no token; false: reads need one too")
     api_max_body_bytes: int = Field(1_000_000, ge=1, description="largest HTTP request body (413 above)")
+    flower_url: str | None = Field(
+        None, pattern=r"^https?://", description="Flower's base URL: the dashboard links workers and tasks into it"
+    )
     sse_heartbeat_s: float = Field(15.0, gt=0, description="comment sent on a quiet event stream (proxies)")
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="JSON log file (rotated); default: stderr only")

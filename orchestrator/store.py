@@ -235,6 +235,7 @@ class RunStore:
             },
         )
         pipe.zadd(keys.RUNS_INDEX, {run_id: created})
+        pipe.zadd(keys.pipeline_runs(str(meta.get("pipeline", ""))), {run_id: created})
         pipe.sadd(keys.ACTIVE_RUNS, run_id)
         pipe.persist(k.meta)  # a run's keys never expire while it is active; the TTL starts when it ends
         if cached and map_items:
@@ -276,8 +277,11 @@ class RunStore:
 
     def _forget(self, run_id: str) -> None:
         try:
+            pipeline = self.r.hget(keys.run_keys(run_id).meta, "pipeline")
             self.r.delete(*keys.run_keys(run_id).per_run())
             self.r.zrem(keys.RUNS_INDEX, run_id)
+            if pipeline is not None:
+                self.r.zrem(keys.pipeline_runs(pipeline), run_id)
             self.r.srem(keys.ACTIVE_RUNS, run_id)
         except redis.RedisError:
             pass

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from orchestrator import Pipeline, RetryPolicy, TaskContext, TriggerRule, task
 
@@ -155,3 +155,18 @@ class DbConnConfig(BaseModel):
 def dbconn(config: DbConnConfig) -> dict[str, Any]:
     """Returns the params it ran with, so a test sees what a nested override reached."""
     return config.model_dump()
+
+
+class ChattyConfig(BaseModel):
+    lines: int = 3
+    seconds: float = 0.0
+    api_key: SecretStr = SecretStr("")
+
+
+@task(name="tests.chatty")
+def chatty(config: ChattyConfig, ctx: TaskContext, **upstream: Any) -> Count:
+    """Logs ``lines`` lines through ``ctx.log`` (each quoting its secret param, which must come out masked)."""
+    for i in range(config.lines):
+        ctx.log.info("chatty.line", line=i, note=f"calling the API with {config.api_key.get_secret_value()}")
+        time.sleep(config.seconds / max(1, config.lines))
+    return Count(value=config.lines)

@@ -17,7 +17,7 @@ from orchestrator.artifacts import restrict_umask
 from orchestrator.errors import ChordflowError
 from orchestrator.settings import Settings
 from orchestrator.spec import TaskSpec, registered_tasks
-from workers import kombu_fixes
+from workers import kombu_fixes, log_sink
 from workers.logs import configure_logging
 from workers.runner import NodeRunner
 
@@ -63,6 +63,7 @@ def create_app(settings: Settings, register: bool = False) -> Celery:
         restrict_umask(settings.artifact_umask)  # before any file is created: artifacts are private
         kombu_fixes.apply()
         configure_logging(settings.log_level, settings.log_file)
+        log_sink.configure(url if settings.redis_url is not None else None, settings.run_ttl_s)
         import_task_modules(settings.task_modules)
         for spec in registered_tasks().values():
             register_task(app, spec, settings)

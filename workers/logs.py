@@ -3,7 +3,8 @@
 One event per lifecycle transition: task.started (debug), task.retrying,
 task.succeeded, task.failed; plus the workers' own (worker.silent,
 worker.messages_given_back, task.unregistered, reaper.requeued). With ``log_file`` set, lines also go to a
-rotating file (10 MB x 5).
+rotating file (10 MB x 5). Events of a task (``run_id`` and ``task`` bound) are also kept in Redis per
+(run, task) for the dashboard (:mod:`workers.log_sink`).
 
 Every event goes through :func:`mask_secrets` before it is rendered, so what task code passes
 (``ctx.log.info("x", key=config.api_key)``) is masked like the runner's own fields.
@@ -19,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from orchestrator.redact import NO_SECRETS, Masker
+from workers.log_sink import keep_task_line
 
 _configured = False
 MASKER_KEY = "_chordflow_masker"  #: bound by the runner; read and dropped by :func:`mask_secrets`
@@ -61,6 +63,7 @@ def configure_logging(level: str = "INFO", log_file: Path | None = None) -> None
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             mask_secrets,  # after format_exc_info: tracebacks are masked too
+            keep_task_line,  # after the masking: the dashboard's copy is masked the same
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),

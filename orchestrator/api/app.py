@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from orchestrator import keys
 from orchestrator.aio import AsyncClient
-from orchestrator.api import auth
+from orchestrator.api import auth, dashboard
 from orchestrator.api.body_limit import BodyLimit
 from orchestrator.api.metrics_route import add_metrics_route
 from orchestrator.api.models import (
@@ -139,7 +139,9 @@ def create_app(settings: Settings, tokens: auth.Tokens, aclient: AsyncClient | N
         """Recent runs, newest first; filter by pipeline and state."""
         snaps = await c.runs(limit + 1, offset, pipeline, state.value if state else None)
         more = len(snaps) > limit
-        return RunsPage(runs=[run_summary(s) for s in snaps[:limit]], next_offset=offset + limit if more else None)
+        failed = await c.failed_tasks([s.run_id for s in snaps[:limit] if int(s.meta.get("n_failed", 0) or 0)])
+        page = [run_summary(s, failed.get(s.run_id)) for s in snaps[:limit]]
+        return RunsPage(runs=page, next_offset=offset + limit if more else None)
 
     @app.get("/runs/{run_id}", name="run", tags=["runs"], dependencies=[Reader])
     async def run(run_id: str, c: Client) -> RunStatus:
@@ -220,9 +222,11 @@ def create_app(settings: Settings, tokens: auth.Tokens, aclient: AsyncClient | N
         except OSError:
             raise HTTPException(404, "the example web app is not installed (examples/webapp)") from None
 
+    app.include_router(dashboard.router(settings.flower_url))
+
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/dashboard")
 
     return app
 

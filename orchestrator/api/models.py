@@ -107,8 +107,13 @@ class RunSummary(BaseModel):
     pipeline: str
     state: RunState
     created_at: float | None = None
+    started_at: float | None = None
     finished_at: float | None = None
+    duration_s: float | None = Field(None, description="started to finished (or to now while it runs)")
     total: int = 0
+    done: int = Field(0, description="tasks settled (succeeded, cached, failed, upstream_failed, cancelled)")
+    counts: dict[str, int] = Field(default_factory=dict, description="tasks per state")
+    failed_tasks: list[str] = Field(default_factory=list, description="up to 5 failed tasks")
 
 
 class RunsPage(BaseModel):
@@ -204,8 +209,15 @@ def run_status(snap: RunSnapshot) -> RunStatus:
     )  # fmt: skip
 
 
-def run_summary(snap: RunSnapshot) -> RunSummary:
+SETTLED = ("succeeded", "cached", "failed", "upstream_failed", "cancelled")
+
+
+def run_summary(snap: RunSnapshot, failed_tasks: list[str] | None = None) -> RunSummary:
     m = snap.meta
+    started, finished = _f(m.get("started_at")), _f(m.get("finished_at"))
+    counts = snap.counts()
     return RunSummary(run_id=snap.run_id, pipeline=m.get("pipeline", ""), state=snap.state,
-                      created_at=_f(m.get("created_at")), finished_at=_f(m.get("finished_at")),
-                      total=int(m.get("total", 0) or 0))  # fmt: skip
+                      created_at=_f(m.get("created_at")), started_at=started, finished_at=finished,
+                      duration_s=None if started is None else max(0.0, (finished or snap.now) - started),
+                      total=int(m.get("total", 0) or 0), done=sum(counts.get(s, 0) for s in SETTLED),
+                      counts=counts, failed_tasks=failed_tasks or [])  # fmt: skip

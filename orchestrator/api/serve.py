@@ -78,6 +78,7 @@ def serve(settings: Settings, host: str, port: int, console: Any) -> int:
         shown = f"[{host}]" if ":" in host else host
         console.print(f"chordflow API on http://{shown}:{port}  (OpenAPI: http://{shown}:{port}/docs)",
                       highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(f"dashboard: http://{shown}:{port}/dashboard", highlight=False, soft_wrap=True)
         if generated:
             console.print(f"API token (shown once): {generated}", highlight=False, soft_wrap=True)
             console.print(f"open http://{shown}:{port}/example#token={generated}", highlight=False, soft_wrap=True)

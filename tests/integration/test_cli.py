@@ -36,10 +36,11 @@ SCENARIOS = {
 
 def keyspace(r: redis.Redis) -> set[str]:
     """chordflow's keys (runs, indexes), minus what live workers keep up on their own schedule (reaper lock,
-    worker registry, the give-back's first-seen marks, the retry due index). kombu's own keys (queues,
-    ``unacked``) change whenever a worker acks an earlier test's message, so they are not compared."""
+    worker registry, the give-back's first-seen marks, the retry due index), and the task log lists, which
+    workers write a moment after an earlier test's run ended (workers/log_sink.py). kombu's own keys
+    (queues, ``unacked``) change whenever a worker acks an earlier test's message, so they are not compared."""
     live = {REAPER_LOCK, keys.WORKERS, keys.WORKERS_SEEN, keys.UNACKED_SEEN, keys.DUE}
-    return set(r.scan_iter(match=f"{keys.PREFIX}:*", count=1000)) - live
+    return {k for k in r.scan_iter(match=f"{keys.PREFIX}:*", count=1000) if "}:logs:" not in k} - live
 
 
 def chordflow(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
