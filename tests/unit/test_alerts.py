@@ -40,3 +40,16 @@ def test_targets_are_checked_and_the_table_survives_the_trip_to_embedded_workers
         monkeypatch.setenv(name, value)
     again = Settings()
     assert again.alerts == s.alerts and again.alerts.enabled
+
+
+def test_an_alerts_table_in_the_config_file_with_an_environment_override(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    conf = Path(str(tmp_path))
+    (conf / "dev.toml").write_text('[alerts]\nwebhooks = ["https://ops.example.com/h"]\nslow_factor = 5\n')
+    monkeypatch.setenv("CHORDFLOW_CONFIG_DIR", str(conf))
+    monkeypatch.setenv("CHORDFLOW_ALERTS__QUEUE_STALE_S", "300")
+    alerts = Settings().alerts
+    assert (alerts.webhooks, alerts.slow_factor, alerts.queue_stale_s) == (["https://ops.example.com/h"], 5, 300)
