@@ -102,7 +102,7 @@ def test_a_failing_run_produces_one_alert(aclient: Client, receiver: Receiver, m
     # and one e-mail
     mails = wait_for(lambda: [m for m in mailbox[0].to(ONCALL) if run_id in m["Subject"]], 30, "the alert e-mail")
     assert mails[0]["Subject"].strip() == f"[chordflow] alert: run {run_id} of pipeline 'alert-fail' failed"
-    assert mails[0]["X-Chordflow-Idempotency-Key"] == body["idempotency_key"]
+    assert mails[0]["X-Chordflow-Idempotency-Key"].strip() == body["idempotency_key"]
     time.sleep(1)  # nothing twice
     assert len([b for b in alerts_of(receiver, "run_failed") if b[1]["run_id"] == run_id]) == 1
 
