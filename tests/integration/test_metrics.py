@@ -17,7 +17,7 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import Pipeline
+from orchestrator import Pipeline, metrics
 from orchestrator.api import auth
 from orchestrator.api.app import create_app
 from orchestrator.client import Client
@@ -27,7 +27,7 @@ from orchestrator.settings import Settings
 from tests import metrics_tasks
 from tests.conftest import REPO, run_to_end
 from tests.integration.test_notify import _wait_live
-from tests.pipelines import flaky, stamp
+from tests.pipelines import flaky, noop, stamp
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -150,3 +150,33 @@ def test_time_limits_and_lost_processes_are_counted(
     # the hard limit is at 0.8 s: its attempt is in the 1 s bucket, not below 0.5 s
     assert delta(after, before, "chordflow_task_duration_seconds_bucket", task="tests.metrics.hard",
                  outcome="timeout", le="0.5") == 0  # fmt: skip
+
+
+def test_a_scrape_sends_the_same_commands_whatever_the_history(
+    client: Client, worker: object, settings: Settings, redis_server: RedisServer
+) -> None:
+    # one connection, so that its own command counter (CLIENT INFO tot-cmds) counts exactly one scrape
+    r = redis.Redis(
+        connection_pool=redis.BlockingConnectionPool.from_url(
+            redis_server.url, max_connections=1, decode_responses=True
+        )
+    )
+
+    def commands_of_one_scrape() -> int:
+        def total() -> int:
+            info = r.execute_command("CLIENT", "INFO")
+            return int(dict(f.split("=", 1) for f in info.split() if "=" in f)["tot-cmds"])
+
+        before = total()
+        text = metrics.exposition(r, settings)
+        assert b"chordflow_runs_finished_total" in text
+        return total() - before - 1  # the second CLIENT INFO counts itself
+
+    first = commands_of_one_scrape()
+    # When 100 more runs end
+    ids = [client.submit(Pipeline("metrics-history").add_task(noop)) for _ in range(100)]
+    for run_id in ids:
+        assert client.wait(run_id, timeout_s=60, poll_s=0.05).state == "succeeded"
+    # Then a scrape sends exactly as many commands: nothing it reads grows with runs
+    assert commands_of_one_scrape() == first
+    assert first < 20, first
