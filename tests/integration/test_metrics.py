@@ -16,8 +16,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
-from orchestrator import Pipeline, metrics
+from orchestrator import Pipeline, keys, metrics
 from orchestrator.api import auth
 from orchestrator.api.app import create_app
 from orchestrator.client import Client
@@ -180,3 +181,31 @@ def test_a_scrape_sends_the_same_commands_whatever_the_history(
     # Then a scrape sends exactly as many commands: nothing it reads grows with runs
     assert commands_of_one_scrape() == first
     assert first < 20, first
+
+
+def test_a_damaged_metrics_key_never_breaks_a_transition(tmp_path: Path) -> None:
+    # Given a Redis of its own where the metrics hash and the settled stream are keys of another type
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        s = Settings(redis_url=SecretStr(server.url), task_modules=["tests.pipelines"],
+                     allowed_task_prefixes=["tests."], use_cache=False)  # fmt: skip
+        c = Client(s)
+        c.store.r.set(keys.METRICS, "not a hash")
+        c.store.r.set(keys.SETTLED, "not a stream")
+        # When a run's tasks are claimed and settled (as a worker would), one of them failing
+        p = Pipeline("damaged").add_task(noop, name="a").add_task(noop, name="b", depends_on=["a"])
+        p.add_task(noop, name="c")
+        run_id = c.submit(p)
+        for node in ("a", "b", "c"):
+            claim = c.store.begin(run_id, node, "h", 30000, "tok", f"{run_id}.{node}.x")
+            assert claim.status == "run", claim
+            if node == "c":
+                assert c.store.fail(run_id, node, "tok", '{"type": "E", "message": "m"}', "{}") == "ok"
+            else:
+                assert c.store.succeed(run_id, node, "tok", "null", "{}") == "ok"
+        # Then every transition happened in full: the run ended, nothing half done
+        snap = c.status(run_id)
+        assert snap.state == "failed" and snap.states == {"a": "succeeded", "b": "succeeded", "c": "failed"}
+        assert c.store.r.get(keys.METRICS) == "not a hash"
+    finally:
+        server.stop()
