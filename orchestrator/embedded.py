@@ -264,8 +264,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = json.dumps(value.model_dump(), default=_plain)
         elif isinstance(value, list | dict):
             text = json.dumps(value)
-        elif isinstance(value, BaseModel):  # a nested table ([alerts]): JSON, which pydantic-settings parses
-            text = value.model_dump_json()
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:

@@ -28,8 +28,9 @@ chordflow:pipelines                       hash    pipeline name -> published rec
                                                   description, source, published_at, hash; see registry.py)
 chordflow:metrics                         hash    cluster-wide counters kept as things happen (orchestrator/metrics.py):
                                                   "run|<pipeline>|<state>", "d|<task>|<outcome>|<bucket>",
-                                                  "ds|<task>|<outcome>" (µs), "retry|<task>", "lost|<task>|<reason>",
-                                                  "timeout|<task>|<kind>", "l|<op>|<bucket>", "ls|<op>",
+                                                  "du|<task>|<outcome>" (sum, µs), "retry|<task>",
+                                                  "lost|<task>|<reason>", "timeout|<task>|<kind>",
+                                                  "l|<op>|<bucket>", "ls|<op>",
                                                   "alert|<kind>"; "slow_on"/"failed_on": epoch ms until which
                                                   the ledger feeds the alert checker (orchestrator/alerts.py)
 chordflow:metrics:settled                 stream  successful attempts (t=task, d=seconds, r=run, n=node) while

@@ -189,7 +189,7 @@ def families(data: dict[str, Any]) -> Iterator[Any]:
             elif kind == "d":
                 task, outcome, bucket = rest.rsplit("|", 2)
                 durations.setdefault((task, outcome), {})[int(bucket)] = int(raw)
-            elif kind == "ds":
+            elif kind == "du":
                 task, outcome = rest.rsplit("|", 1)
                 dsums[(task, outcome)] = int(raw) / 1e6  # microseconds
             elif kind == "retry":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from workers.threads import leave_signals_to_main_thread
 
 FLAG_INTERVALS = 3  #: the ledger feeds a condition this many check intervals (at least 10 s) after the last refresh
 READ_BATCH = 5000  #: settled attempts read per check
+PUBLISHED_QUEUES_S = 60.0  #: how often the queues of published pipelines are read again
 
 
 def now_ms(r: redis.Redis) -> int:
@@ -70,6 +72,7 @@ class AlertChecker(threading.Thread):
         self.stop_event = threading.Event()
         self.identity = uuid.uuid4().hex
         self.log = get_logger(component="alerts")
+        self._published: tuple[float, set[str]] = (-PUBLISHED_QUEUES_S, set())
 
     def run(self) -> None:
         leave_signals_to_main_thread()
@@ -134,12 +137,7 @@ class AlertChecker(threading.Thread):
         live, silent = fleet.split()
         consumed = {q for w in live for q in w.queues}
         names = {q for w in live + silent for q in w.queues} | {self.settings.default_queue, *self.settings.queues}
-        try:
-            for pub in Registry(r).all():
-                names |= {n.queue for n in pub.plan.nodes.values()}
-        except (ValueError, KeyError):  # a record this version cannot read: the other queues still count
-            pass
-        queues = sorted(names)
+        queues = sorted(names | self.published_queues(r))
         pipe = r.pipeline(transaction=False)
         for q in queues:
             for name in metrics.queue_lists(q):
@@ -162,6 +160,20 @@ class AlertChecker(threading.Thread):
                 )
                 details = {"queue": q, "depth": depth, "waited_s": round(waited, 3), "live_workers": len(live)}
                 fire(r, "queue_stale", q, summary, details, self.cfg, self.settings.run_ttl_s)
+
+    def published_queues(self, r: redis.Redis) -> set[str]:
+        """Queues the published pipelines' tasks use (read again at most every ``PUBLISHED_QUEUES_S``)."""
+        at, queues = self._published
+        if time.monotonic() - at < PUBLISHED_QUEUES_S:
+            return queues
+        queues = set()
+        try:
+            for pub in Registry(r).all():
+                queues |= {n.queue for n in pub.plan.nodes.values()}
+        except (ValueError, KeyError):  # a record this version cannot read: the other queues still count
+            pass
+        self._published = (time.monotonic(), queues)
+        return queues
 
     def failures(self, r: redis.Redis, now: int) -> None:
         ok, bad = alerts.totals(r.hgetall(keys.METRICS))

@@ -120,7 +120,9 @@ local spec  -- defined below
 
 -- metrics (orchestrator/metrics.py): O(1) counters in one global hash, kept as things happen, so a scrape
 -- reads a fixed number of keys whatever the history. The duration is Redis time since the attempt began.
-local function metric(field, by) redis.call('HINCRBY', K_METRICS, field, by or 1) end
+-- Every metrics write is a pcall: a script is not rolled back on error, and a counter that cannot be
+-- written (a field of another type, a damaged key) must never leave a transition half done.
+local function metric(field, by) redis.pcall('HINCRBY', K_METRICS, field, by or 1) end
 
 local function observe(node, outcome)
   local task = spec(node).task
@@ -134,12 +136,15 @@ local function observe(node, outcome)
     if d <= BUCKETS[j] then b = j - 1 break end
   end
   metric('d|' .. task .. '|' .. outcome .. '|' .. b)
-  metric('ds|' .. task .. '|' .. outcome, math.floor(d * 1000000 + 0.5))  -- microseconds: HINCRBY is cheaper
+  metric('du|' .. task .. '|' .. outcome, math.floor(d * 1000000 + 0.5))  -- microseconds: HINCRBY is cheaper
   return task, d
 end
 
 -- an alert condition the checker (orchestrator/alerts.py) has switched on until an epoch ms
-local function alerting(what) return tonumber(redis.call('HGET', K_METRICS, what) or '0') > NOW_MS end
+local function alerting(what)
+  local v = redis.pcall('HGET', K_METRICS, what)
+  return type(v) == 'string' and (tonumber(v) or 0) > NOW_MS
+end
 
 spec = function(node)  -- a chunk's record is its map node's
   local s = SPECS[node]
@@ -195,9 +200,9 @@ local function finalize_run()
   run_event(st)
   metric('run|' .. (redis.call('HGET', K_META, 'pipeline') or '') .. '|' .. st)
   if st == 'failed' and alerting('failed_on') then
-    redis.call('ZADD', K_NOTIFY, NOW_MS, ALERT_MEMBER .. 'run_failed:' .. RUN_ID)
+    redis.pcall('ZADD', K_NOTIFY, NOW_MS, ALERT_MEMBER .. 'run_failed:' .. RUN_ID)
     metric('alert|run_failed')
-    redis.call('PUBLISH', NOTIFY_CHANNEL, RUN_ID)
+    redis.pcall('PUBLISH', NOTIFY_CHANNEL, RUN_ID)
   end
   if redis.call('HEXISTS', K_META, 'notify') == 1 then
     -- the outbox: whoever is (or is not) still watching, a worker delivers it (at least once)
@@ -659,7 +664,7 @@ local function op_succeed()
   redis.call('RPUSH', K_LOG, stamped(line))
   local task, d = observe(node, 'succeeded')
   if alerting('slow_on') then
-    redis.call('XADD', K_SETTLED, 'MAXLEN', '~', SETTLED_MAXLEN, '*', 't', task, 'd', string.format('%.6f', d),
+    redis.pcall('XADD', K_SETTLED, 'MAXLEN', '~', SETTLED_MAXLEN, '*', 't', task, 'd', string.format('%.6f', d),
       'r', RUN_ID, 'n', node)
   end
   finish(node, 'succeeded')

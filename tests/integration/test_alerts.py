@@ -21,11 +21,13 @@ from orchestrator.client import Client
 from orchestrator.embedded import RedisServer, WorkerProcess
 from orchestrator.settings import Settings
 from tests.conftest import REPO
-from tests.integration.test_notify import SECRET, Receiver, _wait_live, verify, wait_for
+from tests.integration.test_notify import SECRET, Mailbox, Receiver, _wait_live, mailbox, verify, wait_for
 from tests.pipelines import stamp
 
 QUEUE = "alerts-q"
 ORPHAN = "alerts-orphan-q"  #: a configured queue no worker consumes
+ONCALL = "oncall@test.invalid"
+__all__ = ["mailbox"]  # the SMTP server fixture of test_notify.py, used here too
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def aclient(
     redis_server: RedisServer, redis_client: redis.Redis, worker_env: dict[str, str], settings: Settings,
-    receiver: Receiver, artifact_root: Path,
+    receiver: Receiver, mailbox: tuple[Mailbox, int], artifact_root: Path,
 ) -> Iterator[Client]:  # fmt: skip
     env = {
         **worker_env,
@@ -48,6 +50,9 @@ def aclient(
         "CHORDFLOW_DEFAULT_QUEUE": QUEUE,
         "CHORDFLOW_QUEUES": f"{QUEUE},{ORPHAN}",
         "CHORDFLOW_ALERTS__WEBHOOKS": json.dumps([receiver.url("/alerts")]),
+        "CHORDFLOW_ALERTS__EMAILS": json.dumps([ONCALL]),
+        "CHORDFLOW_SMTP_HOST": "127.0.0.1",
+        "CHORDFLOW_SMTP_PORT": str(mailbox[1]),
         "CHORDFLOW_ALERTS__INTERVAL_S": "0.3",
         "CHORDFLOW_ALERTS__SLOW_FACTOR": "4",
         "CHORDFLOW_ALERTS__SLOW_MIN_SAMPLES": "3",
@@ -64,6 +69,11 @@ def aclient(
         yield Client(settings.model_copy(update={"default_queue": QUEUE}))
     finally:
         proc.stop()
+        # leave nothing for later tests: the ledger stops feeding alerts, no alert waits in the outbox
+        redis_client.hdel(keys.METRICS, "failed_on", "slow_on")
+        left = [m for m in redis_client.zrange(keys.NOTIFY, 0, -1) if m.startswith(keys.ALERT_MEMBER)]
+        if left:
+            redis_client.zrem(keys.NOTIFY, *left)
 
 
 def alerts_of(receiver: Receiver, kind: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
@@ -75,7 +85,7 @@ def alerts_of(receiver: Receiver, kind: str) -> list[tuple[dict[str, str], dict[
     return out
 
 
-def test_a_failing_run_produces_one_alert(aclient: Client, receiver: Receiver) -> None:
+def test_a_failing_run_produces_one_alert(aclient: Client, receiver: Receiver, mailbox: tuple[Mailbox, int]) -> None:
     # When a run fails
     run_id = aclient.submit(Pipeline("alert-fail").add_task(stamp, name="boom", params={"fail": True}))
     assert aclient.wait(run_id, timeout_s=60).state == "failed"
@@ -89,6 +99,10 @@ def test_a_failing_run_produces_one_alert(aclient: Client, receiver: Receiver) -
         body["failed_tasks"][0]["task"] == "boom" and "failed on purpose" in body["failed_tasks"][0]["error"]["message"]
     )
     assert body["summary"] == f"run {run_id} of pipeline 'alert-fail' failed"
+    # and one e-mail
+    mails = wait_for(lambda: [m for m in mailbox[0].to(ONCALL) if run_id in m["Subject"]], 30, "the alert e-mail")
+    assert mails[0]["Subject"].strip() == f"[chordflow] alert: run {run_id} of pipeline 'alert-fail' failed"
+    assert mails[0]["X-Chordflow-Idempotency-Key"].strip() == body["idempotency_key"]
     time.sleep(1)  # nothing twice
     assert len([b for b in alerts_of(receiver, "run_failed") if b[1]["run_id"] == run_id]) == 1
 

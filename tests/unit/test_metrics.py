@@ -24,8 +24,9 @@ def test_raw_counters_become_parseable_families() -> None:
     data = {
         "counters": {
             "run|etl|succeeded": "3", "run|etl|failed": "1", "run|a|b|failed": "2",
-            "d|t.x|succeeded|0": "2", "d|t.x|succeeded|7": "1", "ds|t.x|succeeded": "1250000",
-            "d|t.x|failed|18": "1", "ds|t.x|failed": "4000000000",
+            "d|t.x|succeeded|0": "2", "d|t.x|succeeded|7": "1", "du|t.x|succeeded": "1250000",
+            "ds|t.x|succeeded": "9.5",  # an older version's field: ignored
+            "d|t.x|failed|18": "1", "du|t.x|failed": "4000000000",
             "retry|t.x": "2", "lost|t.x|worker_lost": "1", "timeout|t.x|hard": "1",
             "l|succeed|1": "4", "ls|succeed": "0.004", "alert|slow_task": "1", "slow_on": "123", "junk": "x",
         },  # fmt: skip
