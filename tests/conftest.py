@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -115,6 +116,17 @@ def worker(
         pytest.fail(f"test worker did not come up ({snap.state}):\n{log}")
     yield proc
     proc.stop()
+
+
+def until(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``cond`` every 0.1 s until it returns something truthy (returned); fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def run_to_end(client: Client, pipeline: Pipeline, timeout_s: float = 60) -> RunSnapshot:

@@ -27,21 +27,11 @@ from orchestrator import Pipeline
 from orchestrator.client import Client
 from orchestrator.embedded import RedisServer, WorkerProcess, free_port, terminate_group
 from orchestrator.settings import Settings
-from tests.conftest import REPO, TEST_PREFIXES, TEST_TASK_MODULES
+from tests.conftest import REPO, TEST_PREFIXES, TEST_TASK_MODULES, until
 from tests.pipelines import stamp
 
 QUEUE = "flower-q"
 AUTH = ("ops", f"fl-{uuid.uuid4().hex[:8]}")
-
-
-def until(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Flower:

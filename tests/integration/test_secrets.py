@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,11 @@ from orchestrator.embedded import RedisServer, WorkerProcess, free_port, termina
 from orchestrator.keys import run_keys
 from orchestrator.redact import MASK, Masker
 from orchestrator.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, until
 from tests.integration.test_cli import chordflow
 from tests.secret_tasks import QUEUE, BigConfig, big, canary
 
 FLOWER_AUTH = ("flower", f"fl-{uuid.uuid4().hex[:8]}")
-
-
-def _until(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Events:
@@ -152,7 +142,7 @@ def stack(redis_server: RedisServer, client: Client, tmp_path_factory: pytest.Te
             run_id = client.submit(Pipeline("secrets-warmup").add_task(big, params={"blob": "small"}))
             assert client.wait(run_id, timeout_s=60).state == "succeeded", s.logs()[-3000:]
             try:
-                _until(lambda: events.of("task-succeeded") and flower.tasks(), 10, "events")
+                until(lambda: events.of("task-succeeded") and flower.tasks(), 10, "events")
                 break
             except pytest.fail.Exception:
                 continue
@@ -260,9 +250,9 @@ def test_canary_secrets_appear_nowhere(
     snap = client.wait(run_id, timeout_s=120, poll_s=0.1)
     assert snap.states == {"leaky": "failed", "fine": "succeeded"}, snap.errors
     assert snap.attempts == {"leaky": "2", "fine": "2"}  # both went through the retry path
-    _until(lambda: len(stack.events.of("task-retried")) >= 2 and len(stack.events.of("task-failed")) >= 1
+    until(lambda: len(stack.events.of("task-retried")) >= 2 and len(stack.events.of("task-failed")) >= 1
            and len(stack.events.of("task-succeeded")) >= 2, 20, "retry/fail/success events")  # fmt: skip
-    flower_tasks = _until(
+    flower_tasks = until(
         lambda: (t := stack.flower.tasks()) and sum(v.get("state") == "FAILURE" for v in t.values()) >= 1 and t,
         20, "Flower to show the failure",
     )  # fmt: skip
