@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -38,9 +39,10 @@ from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.registry import Registry
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL_RUN_STATES
-from orchestrator.store import RunSnapshot, RunStore, check_redis_config, check_run_id, connect
+from orchestrator.store import SMALL_RUN, RunSnapshot, RunStore, check_redis_config, check_run_id, connect
 
 T = TypeVar("T")
+CREATED_KEPT = 10_000  #: runs created by a client whose last event it remembers for wait
 COALESCE_S = 0.05  #: how long Client.wait gathers events of a running run before re-reading its state
 
 
@@ -76,6 +78,8 @@ class Client:
         self._checked = False
         self.fleet = Fleet(self.store.r)
         self.registry = Registry(self.store.r)
+        self._created: dict[str, str] = {}  #: run id -> its last event when this client created it (see wait)
+        self._created_lock = threading.Lock()
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -164,15 +168,27 @@ class Client:
             if plan.nodes[child].map is not None and plan.nodes[child].map["over"] == n
             and not plan.nodes[child].map["stream"] and isinstance(json.loads(result), list)
         ]  # the chunks of maps over a cached node (a worker splits the result of one that runs)
-        run_id = self.store.reserve_run_id()
         meta: dict[str, Any] = {"pipeline": plan.pipeline, "source": source}
         if notify_cfg is not None:
             meta["notify"] = notify_cfg.model_dump_json()
+        pending = {n: len(p.parents) for n, p in plan.nodes.items() if p.parents}
+        if not cached and not map_items and roots and len(plan.nodes) <= SMALL_RUN:
+            # a small job: id, state and roots in one round trip
+            tmpl = templates(self.app, plan)
+            for _ in range(20):
+                run_id = self.store.fresh_run_id()
+                records = node_records(self.app, run_id, plan, extra)
+                after = self.store.create_small(run_id, meta, records, pending, tmpl, roots)
+                if after is not None:
+                    self._remember_created(run_id, after)
+                    return run_id
+            raise RedisUnavailable("could not reserve a unique run id after 20 attempts")
+        run_id = self.store.reserve_run_id()
         if not self.store.create_run(
             run_id,
             meta=meta,
             records=node_records(self.app, run_id, plan, extra),
-            pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
+            pending=pending,
             templates=templates(self.app, plan),
             roots=roots,
             cached=cached,
@@ -290,10 +306,17 @@ class Client:
         Pushed, not polled: it blocks on the run's event stream, which the ledger writes in the same
         atomic step as every state change, so the end of a run is known one round trip after it
         happens. ``poll_s`` only bounds how long one blocking read lasts (then the state is re-read,
-        which also notices a run whose keys vanished: ``state_lost``).
+        which also notices a run whose keys vanished: ``state_lost``). Without ``on_update``, each
+        wake-up is one round trip (the events and then the run's meta, pipelined), and a run this client
+        submitted is waited for from its last event at creation, with no status read first.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        after = self._created_after(run_id) if on_update is None else None
+        if after is not None:  # submitted by this client: it exists, and nothing before `after` matters
+            return self._watch(run_id, after, deadline, poll_s, detail)
         snap = self.store.snapshot(run_id, detail=detail)
+        if on_update is None:
+            return snap if snap.finished else self._watch(run_id, snap.last_event, deadline, poll_s, detail, snap)
         while True:
             if on_update is not None:
                 on_update(snap)
@@ -311,6 +334,41 @@ class Client:
                     "or its keys were deleted; the run's state is lost (state_lost)"
                 ) from None
 
+
+    def _watch(
+        self, run_id: str, after: str, deadline: float | None, poll_s: float, detail: bool,
+        snap: RunSnapshot | None = None,
+    ) -> RunSnapshot:  # fmt: skip
+        """:meth:`wait` without ``on_update``: one round trip per wake-up (events, then the run's meta, pipelined),
+        so the end of a run is known in the round trip that hears of it."""
+        while True:
+            block = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            if block <= 0:
+                return snap if snap is not None else self.store.snapshot(run_id, detail=detail)
+            events, meta, now = self.store.watch(run_id, after, max(1, int(block * 1000)))
+            if not meta:
+                raise RunStateLost(
+                    f"run '{run_id}' vanished from Redis while running: Redis restarted without persistence "
+                    "or its keys were deleted; the run's state is lost (state_lost)"
+                )
+            if events:
+                after = events[-1][0]
+            snap = RunSnapshot(run_id, meta, now=now, last_event=after)
+            if snap.finished:
+                return self.store.snapshot(run_id, detail=True) if detail else snap
+            if detail:
+                snap = None  # a detailed snapshot is read only when it is returned
+
+    def _created_after(self, run_id: str) -> str | None:
+        with self._created_lock:
+            return self._created.pop(run_id, None)
+
+    def _remember_created(self, run_id: str, after: str) -> None:
+        """The last event of a run this client just created: :meth:`wait` blocks for what follows it at once."""
+        with self._created_lock:
+            self._created[run_id] = after
+            while len(self._created) > CREATED_KEPT:
+                del self._created[next(iter(self._created))]
 
     def _next_change(self, run_id: str, after: str, block_s: float) -> None:
         """Block until the run has new events; then gather more for up to ``COALESCE_S`` unless the run

@@ -24,7 +24,8 @@ chordflow:pipelines                       hash    pipeline name -> published rec
                                                   description, source, published_at, hash; see registry.py)
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
-                                                  cancel_requested, ttl_s, params
+                                                  cancel_requested, ttl_s, params, creator (random token
+                                                  of the submit that created it, see RunStore.create_small)
 chordflow:run:{rid}:nodes                 hash    node -> static node record (JSON: task, queue, up,
                                                   down, rule, params, via, chain)
 chordflow:run:{rid}:state                 hash    node -> TaskState
