@@ -266,12 +266,15 @@ def prepare(
     force_tasks: Iterable[str] = (),
     resume_from: str | None = None,
     from_run: str | None = None,
+    fps: dict[str, Fingerprint] | None = None,
 ) -> CachePlan:
-    """Fingerprint every node and decide which are cached (one MGET; a resume reads one more run)."""
+    """Fingerprint every node (unless ``fps`` are given: computed before for this very pipeline) and decide
+    which are cached (one MGET; a resume reads one more run)."""
     from orchestrator.fingerprint import fingerprint_plan
 
     specs = {n.name: n.spec for n in pipeline.nodes}
-    fps = fingerprint_plan(pipeline, plan, hasher, secret_key(r) if r is not None else b"")
+    if fps is None:
+        fps = fingerprint_plan(pipeline, plan, hasher, secret_key(r) if r is not None else b"")
     forced = descendants(plan, force_tasks) if force_tasks else set()
     if resume_from:
         rerun = descendants(plan, [resume_from])

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
@@ -42,6 +43,7 @@ from orchestrator.states import TERMINAL_RUN_STATES
 from orchestrator.store import SMALL_RUN, RunSnapshot, RunStore, check_redis_config, check_run_id, connect
 
 T = TypeVar("T")
+PLANS_KEPT = 64  #: pipelines whose plan a client keeps for their next submit
 CREATED_KEPT = 10_000  #: runs created by a client whose last event it remembers for wait
 COALESCE_S = 0.05  #: how long Client.wait gathers events of a running run before re-reading its state
 
@@ -80,6 +82,8 @@ class Client:
         self.registry = Registry(self.store.r)
         self._created: dict[str, str] = {}  #: run id -> its last event when this client created it (see wait)
         self._created_lock = threading.Lock()
+        self._plans: dict[tuple[Any, ...], _Prepared] = {}  #: see _prepared
+        self._plans_lock = threading.Lock()
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -104,10 +108,34 @@ class Client:
         )
 
     @_redis_errors
-    def cache_plan(self, pipeline: Pipeline, plan: ExecutionPlan, **options: Any) -> CachePlan:
-        """Fingerprints and cache decisions for ``plan`` (options: force, force_tasks, resume_from, from_run)."""
+    def cache_plan(
+        self, pipeline: Pipeline, plan: ExecutionPlan, fps: dict[str, Any] | None = None, **options: Any
+    ) -> CachePlan:
+        """Fingerprints and cache decisions for ``plan`` (options: force, force_tasks, resume_from, from_run;
+        ``fps``: fingerprints already computed for this very pipeline)."""
         hasher = FileHasher(self.settings.state_path() / "filehash.json")
-        return prepare(self.store.r, pipeline, plan, hasher, use_cache=self.settings.use_cache, **options)
+        return prepare(self.store.r, pipeline, plan, hasher, use_cache=self.settings.use_cache, fps=fps, **options)
+
+    def _prepared(self, pipeline: Pipeline) -> _Prepared:
+        """The plan (and, lazily, message templates and fingerprints) of ``pipeline``, reused when the same
+        pipeline is submitted again: same name, and node for node the same task object, dependencies, map
+        and params (compared as canonical JSON, so a pipeline changed in place is planned again). Params that
+        are not plain JSON are never reused. Fingerprints are reused only when no task hashes input files."""
+        key = _plan_key(pipeline, self.settings)
+        if key is not None:
+            with self._plans_lock:
+                hit = self._plans.get(key)
+            if hit is not None and len(hit.specs) == len(pipeline.nodes) and all(
+                a is n.spec for a, n in zip(hit.specs, pipeline.nodes, strict=True)
+            ):
+                return hit
+        prepared = _Prepared(tuple(n.spec for n in pipeline.nodes), self.plan(pipeline))
+        if key is not None:
+            with self._plans_lock:
+                self._plans[key] = prepared
+                while len(self._plans) > PLANS_KEPT:
+                    del self._plans[next(iter(self._plans))]
+        return prepared
 
     @_redis_errors
     def submit(
@@ -141,12 +169,13 @@ class Client:
             return self._create(plan, published.source, effective(base, notify), None)
         if params:
             pipeline = pipeline.with_params(params)
-        plan = self.plan(pipeline)
-        return self._create(plan, pipeline.source or "", effective(pipeline.notify, notify), pipeline, **cache_options)
+        prepared = self._prepared(pipeline)
+        return self._create(prepared.plan, pipeline.source or "", effective(pipeline.notify, notify), pipeline,
+                            prepared, **cache_options)  # fmt: skip
 
     def _create(
         self, plan: ExecutionPlan, source: str, notify_cfg: NotifyConfig | None, pipeline: Pipeline | None,
-        **cache_options: Any,
+        prepared: _Prepared | None = None, **cache_options: Any,
     ) -> str:  # fmt: skip
         self.check_redis()
         if self.settings.refuse_unroutable:
@@ -156,7 +185,10 @@ class Client:
         cached: list[tuple[str, str, str]] = []
         extra = None
         if pipeline is not None:
-            cache = self.cache_plan(pipeline, plan, **cache_options)
+            reusable = prepared if prepared is not None and prepared.fps_reusable else None
+            cache = self.cache_plan(pipeline, plan, reusable.fps if reusable else None, **cache_options)
+            if reusable is not None:
+                reusable.fps = cache.fps
             specs = {n.name: n.spec for n in pipeline.nodes}
             cached, extra = cache.cached, cache.record_fields(specs, record=self.settings.use_cache)
         hits = {n for n, _, _ in cached}
@@ -174,7 +206,10 @@ class Client:
         pending = {n: len(p.parents) for n, p in plan.nodes.items() if p.parents}
         if not cached and not map_items and roots and len(plan.nodes) <= SMALL_RUN:
             # a small job: id, state and roots in one round trip
-            tmpl = templates(self.app, plan)
+            if prepared is None:
+                tmpl = templates(self.app, plan)
+            else:
+                tmpl = prepared.templates = prepared.templates or templates(self.app, plan)
             for _ in range(20):
                 run_id = self.store.fresh_run_id()
                 records = node_records(self.app, run_id, plan, extra)
@@ -381,6 +416,33 @@ class Client:
                 return
             after = events[-1][0]
             events = self.store.events(run_id, after, block_ms=max(1, int(left * 1000)))
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """What submit derives from a pipeline alone, kept for its next submit (see :meth:`Client._prepared`)."""
+
+    specs: tuple[Any, ...]
+    plan: ExecutionPlan
+    templates: dict[str, str] | None = None
+    fps: dict[str, Any] | None = None
+
+    @property
+    def fps_reusable(self) -> bool:
+        """Fingerprints depend on the pipeline alone unless a task hashes input files (they may change)."""
+        return not any(spec.inputs for spec in self.specs)
+
+
+def _plan_key(pipeline: Pipeline, settings: Settings) -> tuple[Any, ...] | None:
+    """What a plan depends on, or None if the params are not plain JSON (then nothing is reused)."""
+    try:
+        nodes = tuple(
+            (n.name, id(n.spec), n.depends_on, n.map, json.dumps(n.params, sort_keys=True, allow_nan=False))
+            for n in pipeline.nodes
+        )
+    except (TypeError, ValueError):
+        return None
+    return (pipeline.name, settings.default_queue, settings.max_chain, Limits.from_settings(settings), nodes)
 
 
 def parse_param_overrides(items: list[str], pipeline: Pipeline) -> dict[str, dict[str, Any]]:

@@ -253,3 +253,25 @@ def test_small_run_is_created_in_one_step_and_never_over_a_taken_id(client: Clie
     assert after is not None and after != "0-0"
     assert client.wait(fresh, timeout_s=30, poll_s=0.05).state == "succeeded"
     assert redis_client.hget(f"tests:executions:{fresh}", "intruder") == "1"
+
+
+def test_a_pipeline_changed_in_place_between_submits_is_planned_again(client: Client) -> None:
+    """Submit reuses what it derived from a pipeline submitted before (plan, templates, fingerprints), but
+    only while the pipeline is the same: params edited in place and added tasks are seen."""
+    # Given a pipeline submitted once
+    p = Pipeline("replanned").add_task(number, params={"value": 2})
+    first = run_to_end(client, p)
+    assert first.state == "succeeded" and client.results(first.run_id)["number"] == {"value": 2}
+    # When its params are changed in place and a task is added, then it is submitted again
+    p.nodes[0].params["value"] = 7
+    p.add_task(double, depends_on=["number"])
+    second = run_to_end(client, p)
+    # Then the second run ran the new params and the new task
+    assert second.state == "succeeded"
+    assert client.results(second.run_id) == {"number": {"value": 7}, "double": {"value": 14}}
+    fps = [json.loads(client.store.r.hget(run_keys(s.run_id).nodes, "number"))["fp"] for s in (first, second)]
+    assert fps[0] != fps[1]
+    # And the same pipeline submitted unchanged gives the same fingerprint and result again
+    third = run_to_end(client, p)
+    assert client.results(third.run_id) == client.results(second.run_id)
+    assert json.loads(client.store.r.hget(run_keys(third.run_id).nodes, "number"))["fp"] == fps[1]
