@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -84,6 +85,7 @@ class Client:
         self._created_lock = threading.Lock()
         self._plans: dict[tuple[Any, ...], _Prepared] = {}  #: see _prepared
         self._plans_lock = threading.Lock()
+        self._hash_file: Path | None = None
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -113,7 +115,9 @@ class Client:
     ) -> CachePlan:
         """Fingerprints and cache decisions for ``plan`` (options: force, force_tasks, resume_from, from_run;
         ``fps``: fingerprints already computed for this very pipeline)."""
-        hasher = FileHasher(self.settings.state_path() / "filehash.json")
+        if self._hash_file is None:  # resolved once: it only locates a speed-up cache of file hashes
+            self._hash_file = self.settings.state_path() / "filehash.json"
+        hasher = FileHasher(self._hash_file)
         return prepare(self.store.r, pipeline, plan, hasher, use_cache=self.settings.use_cache, fps=fps, **options)
 
     def _prepared(self, pipeline: Pipeline) -> _Prepared:

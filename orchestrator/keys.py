@@ -145,11 +145,14 @@ class RunKeys:
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
-        return [getattr(self, f.name) for f in fields(self)]
+        return [getattr(self, name) for name in _RUN_KEY_FIELDS]
 
     def per_run(self) -> list[str]:
         """The keys owned by this run (everything but the three global keys at the end)."""
         return self.ordered()[:-3]
+
+
+_RUN_KEY_FIELDS = tuple(f.name for f in fields(RunKeys))
 
 
 @functools.lru_cache(maxsize=1024)
