@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,21 @@ def safe_path(root: Path, *parts: str) -> Path:
             raise UnsafePath(f"unsafe path component {part!r}")
     path = root.joinpath(*parts)
     base = _resolved(root)
+    # Only a symlink among the parts can lead out of the (resolved) root: look at them with lstat, stopping at
+    # the first that does not exist yet (nothing below it to follow); the full realpath only if one is a link.
+    current = str(base)
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            if not stat.S_ISLNK(os.lstat(current).st_mode):
+                continue
+        except FileNotFoundError:
+            return path
+        except OSError:
+            pass
+        break
+    else:
+        return path
     resolved = Path(os.path.realpath(path))
     if resolved != base and base not in resolved.parents:
         raise UnsafePath(f"{path} resolves to {resolved}, outside the artifact root {base}")

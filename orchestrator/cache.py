@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,13 +237,23 @@ def resume_source(r: redis.Redis, plan: ExecutionPlan, needed: list[str], from_r
                          "outside the resumed part; run it in full first")  # fmt: skip
 
 
+_SECRET_KEYS: weakref.WeakKeyDictionary[redis.Redis, bytes] = weakref.WeakKeyDictionary()
+
+
 def secret_key(r: redis.Redis) -> bytes:
-    """The key secret params are HMACed with in fingerprints: random, made once per Redis, never shown."""
+    """The key secret params are HMACed with in fingerprints: random, made once per Redis, never shown.
+    Read once per client (it never changes): a submit costs no round trip for it."""
+    known = _SECRET_KEYS.get(r)
+    if known is not None:
+        return known
     key = r.get(keys.CACHE_SECRET_KEY)
     if key is None:
         r.set(keys.CACHE_SECRET_KEY, secrets.token_hex(32), nx=True)
         key = r.get(keys.CACHE_SECRET_KEY)
-    return key.encode() if isinstance(key, str) else bytes(key or b"")
+    out = key.encode() if isinstance(key, str) else bytes(key or b"")
+    if out:
+        _SECRET_KEYS[r] = out
+    return out
 
 
 def prepare(
@@ -255,12 +266,15 @@ def prepare(
     force_tasks: Iterable[str] = (),
     resume_from: str | None = None,
     from_run: str | None = None,
+    fps: dict[str, Fingerprint] | None = None,
 ) -> CachePlan:
-    """Fingerprint every node and decide which are cached (one MGET; a resume reads one more run)."""
+    """Fingerprint every node (unless ``fps`` are given: computed before for this very pipeline) and decide
+    which are cached (one MGET; a resume reads one more run)."""
     from orchestrator.fingerprint import fingerprint_plan
 
     specs = {n.name: n.spec for n in pipeline.nodes}
-    fps = fingerprint_plan(pipeline, plan, hasher, secret_key(r) if r is not None else b"")
+    if fps is None:
+        fps = fingerprint_plan(pipeline, plan, hasher, secret_key(r) if r is not None else b"")
     forced = descendants(plan, force_tasks) if force_tasks else set()
     if resume_from:
         rerun = descendants(plan, [resume_from])

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -38,9 +41,11 @@ from orchestrator.plan import ExecutionPlan, build_plan
 from orchestrator.registry import Registry
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL_RUN_STATES
-from orchestrator.store import RunSnapshot, RunStore, check_redis_config, check_run_id, connect
+from orchestrator.store import SMALL_RUN, RunSnapshot, RunStore, check_redis_config, check_run_id, connect
 
 T = TypeVar("T")
+PLANS_KEPT = 64  #: pipelines whose plan a client keeps for their next submit
+CREATED_KEPT = 10_000  #: runs created by a client whose last event it remembers for wait
 COALESCE_S = 0.05  #: how long Client.wait gathers events of a running run before re-reading its state
 
 
@@ -76,6 +81,11 @@ class Client:
         self._checked = False
         self.fleet = Fleet(self.store.r)
         self.registry = Registry(self.store.r)
+        self._created: dict[str, str] = {}  #: run id -> its last event when this client created it (see wait)
+        self._created_lock = threading.Lock()
+        self._plans: dict[tuple[Any, ...], _Prepared] = {}  #: see _prepared
+        self._plans_lock = threading.Lock()
+        self._hash_file: Path | None = None
 
     @_redis_errors
     def check_redis(self) -> list[str]:
@@ -100,10 +110,36 @@ class Client:
         )
 
     @_redis_errors
-    def cache_plan(self, pipeline: Pipeline, plan: ExecutionPlan, **options: Any) -> CachePlan:
-        """Fingerprints and cache decisions for ``plan`` (options: force, force_tasks, resume_from, from_run)."""
-        hasher = FileHasher(self.settings.state_path() / "filehash.json")
-        return prepare(self.store.r, pipeline, plan, hasher, use_cache=self.settings.use_cache, **options)
+    def cache_plan(
+        self, pipeline: Pipeline, plan: ExecutionPlan, fps: dict[str, Any] | None = None, **options: Any
+    ) -> CachePlan:
+        """Fingerprints and cache decisions for ``plan`` (options: force, force_tasks, resume_from, from_run;
+        ``fps``: fingerprints already computed for this very pipeline)."""
+        if self._hash_file is None:  # resolved once: it only locates a speed-up cache of file hashes
+            self._hash_file = self.settings.state_path() / "filehash.json"
+        hasher = FileHasher(self._hash_file)
+        return prepare(self.store.r, pipeline, plan, hasher, use_cache=self.settings.use_cache, fps=fps, **options)
+
+    def _prepared(self, pipeline: Pipeline) -> _Prepared:
+        """The plan (and, lazily, message templates and fingerprints) of ``pipeline``, reused when the same
+        pipeline is submitted again: same name, and node for node the same task object, dependencies, map
+        and params (compared as canonical JSON, so a pipeline changed in place is planned again). Params that
+        are not plain JSON are never reused. Fingerprints are reused only when no task hashes input files."""
+        key = _plan_key(pipeline, self.settings)
+        if key is not None:
+            with self._plans_lock:
+                hit = self._plans.get(key)
+            if hit is not None and len(hit.specs) == len(pipeline.nodes) and all(
+                a is n.spec for a, n in zip(hit.specs, pipeline.nodes, strict=True)
+            ):
+                return hit
+        prepared = _Prepared(tuple(n.spec for n in pipeline.nodes), self.plan(pipeline))
+        if key is not None:
+            with self._plans_lock:
+                self._plans[key] = prepared
+                while len(self._plans) > PLANS_KEPT:
+                    del self._plans[next(iter(self._plans))]
+        return prepared
 
     @_redis_errors
     def submit(
@@ -137,12 +173,13 @@ class Client:
             return self._create(plan, published.source, effective(base, notify), None)
         if params:
             pipeline = pipeline.with_params(params)
-        plan = self.plan(pipeline)
-        return self._create(plan, pipeline.source or "", effective(pipeline.notify, notify), pipeline, **cache_options)
+        prepared = self._prepared(pipeline)
+        return self._create(prepared.plan, pipeline.source or "", effective(pipeline.notify, notify), pipeline,
+                            prepared, **cache_options)  # fmt: skip
 
     def _create(
         self, plan: ExecutionPlan, source: str, notify_cfg: NotifyConfig | None, pipeline: Pipeline | None,
-        **cache_options: Any,
+        prepared: _Prepared | None = None, **cache_options: Any,
     ) -> str:  # fmt: skip
         self.check_redis()
         if self.settings.refuse_unroutable:
@@ -152,7 +189,10 @@ class Client:
         cached: list[tuple[str, str, str]] = []
         extra = None
         if pipeline is not None:
-            cache = self.cache_plan(pipeline, plan, **cache_options)
+            reusable = prepared if prepared is not None and prepared.fps_reusable else None
+            cache = self.cache_plan(pipeline, plan, reusable.fps if reusable else None, **cache_options)
+            if reusable is not None:
+                reusable.fps = cache.fps
             specs = {n.name: n.spec for n in pipeline.nodes}
             cached, extra = cache.cached, cache.record_fields(specs, record=self.settings.use_cache)
         hits = {n for n, _, _ in cached}
@@ -164,15 +204,30 @@ class Client:
             if plan.nodes[child].map is not None and plan.nodes[child].map["over"] == n
             and not plan.nodes[child].map["stream"] and isinstance(json.loads(result), list)
         ]  # the chunks of maps over a cached node (a worker splits the result of one that runs)
-        run_id = self.store.reserve_run_id()
         meta: dict[str, Any] = {"pipeline": plan.pipeline, "source": source}
         if notify_cfg is not None:
             meta["notify"] = notify_cfg.model_dump_json()
+        pending = {n: len(p.parents) for n, p in plan.nodes.items() if p.parents}
+        if not cached and not map_items and roots and len(plan.nodes) <= SMALL_RUN:
+            # a small job: id, state and roots in one round trip
+            if prepared is None:
+                tmpl = templates(self.app, plan)
+            else:
+                tmpl = prepared.templates = prepared.templates or templates(self.app, plan)
+            for _ in range(20):
+                run_id = self.store.fresh_run_id()
+                records = node_records(self.app, run_id, plan, extra)
+                after = self.store.create_small(run_id, meta, records, pending, tmpl, roots)
+                if after is not None:
+                    self._remember_created(run_id, after)
+                    return run_id
+            raise RedisUnavailable("could not reserve a unique run id after 20 attempts")
+        run_id = self.store.reserve_run_id()
         if not self.store.create_run(
             run_id,
             meta=meta,
             records=node_records(self.app, run_id, plan, extra),
-            pending={n: len(p.parents) for n, p in plan.nodes.items() if p.parents},
+            pending=pending,
             templates=templates(self.app, plan),
             roots=roots,
             cached=cached,
@@ -290,10 +345,17 @@ class Client:
         Pushed, not polled: it blocks on the run's event stream, which the ledger writes in the same
         atomic step as every state change, so the end of a run is known one round trip after it
         happens. ``poll_s`` only bounds how long one blocking read lasts (then the state is re-read,
-        which also notices a run whose keys vanished: ``state_lost``).
+        which also notices a run whose keys vanished: ``state_lost``). Without ``on_update``, each
+        wake-up is one round trip (the events and then the run's meta, pipelined), and a run this client
+        submitted is waited for from its last event at creation, with no status read first.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        after = self._created_after(run_id) if on_update is None else None
+        if after is not None:  # submitted by this client: it exists, and nothing before `after` matters
+            return self._watch(run_id, after, deadline, poll_s, detail)
         snap = self.store.snapshot(run_id, detail=detail)
+        if on_update is None:
+            return snap if snap.finished else self._watch(run_id, snap.last_event, deadline, poll_s, detail, snap)
         while True:
             if on_update is not None:
                 on_update(snap)
@@ -312,6 +374,41 @@ class Client:
                 ) from None
 
 
+    def _watch(
+        self, run_id: str, after: str, deadline: float | None, poll_s: float, detail: bool,
+        snap: RunSnapshot | None = None,
+    ) -> RunSnapshot:  # fmt: skip
+        """:meth:`wait` without ``on_update``: one round trip per wake-up (events, then the run's meta, pipelined),
+        so the end of a run is known in the round trip that hears of it."""
+        while True:
+            block = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            if block <= 0:
+                return snap if snap is not None else self.store.snapshot(run_id, detail=detail)
+            events, meta, now = self.store.watch(run_id, after, max(1, int(block * 1000)))
+            if not meta:
+                raise RunStateLost(
+                    f"run '{run_id}' vanished from Redis while running: Redis restarted without persistence "
+                    "or its keys were deleted; the run's state is lost (state_lost)"
+                )
+            if events:
+                after = events[-1][0]
+            snap = RunSnapshot(run_id, meta, now=now, last_event=after)
+            if snap.finished:
+                return self.store.snapshot(run_id, detail=True) if detail else snap
+            if detail:
+                snap = None  # a detailed snapshot is read only when it is returned
+
+    def _created_after(self, run_id: str) -> str | None:
+        with self._created_lock:
+            return self._created.pop(run_id, None)
+
+    def _remember_created(self, run_id: str, after: str) -> None:
+        """The last event of a run this client just created: :meth:`wait` blocks for what follows it at once."""
+        with self._created_lock:
+            self._created[run_id] = after
+            while len(self._created) > CREATED_KEPT:
+                del self._created[next(iter(self._created))]
+
     def _next_change(self, run_id: str, after: str, block_s: float) -> None:
         """Block until the run has new events; then gather more for up to ``COALESCE_S`` unless the run
         ended, so a watcher of a busy run re-reads its state a few times a second, not once per event."""
@@ -323,6 +420,33 @@ class Client:
                 return
             after = events[-1][0]
             events = self.store.events(run_id, after, block_ms=max(1, int(left * 1000)))
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """What submit derives from a pipeline alone, kept for its next submit (see :meth:`Client._prepared`)."""
+
+    specs: tuple[Any, ...]
+    plan: ExecutionPlan
+    templates: dict[str, str] | None = None
+    fps: dict[str, Any] | None = None
+
+    @property
+    def fps_reusable(self) -> bool:
+        """Fingerprints depend on the pipeline alone unless a task hashes input files (they may change)."""
+        return not any(spec.inputs for spec in self.specs)
+
+
+def _plan_key(pipeline: Pipeline, settings: Settings) -> tuple[Any, ...] | None:
+    """What a plan depends on, or None if the params are not plain JSON (then nothing is reused)."""
+    try:
+        nodes = tuple(
+            (n.name, id(n.spec), n.depends_on, n.map, json.dumps(n.params, sort_keys=True, allow_nan=False))
+            for n in pipeline.nodes
+        )
+    except (TypeError, ValueError):
+        return None
+    return (pipeline.name, settings.default_queue, settings.max_chain, Limits.from_settings(settings), nodes)
 
 
 def parse_param_overrides(items: list[str], pipeline: Pipeline) -> dict[str, dict[str, Any]]:

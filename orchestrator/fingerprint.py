@@ -106,13 +106,18 @@ class FileHasher:
         self.reads = 0  #: files actually read (tests check that an unchanged file is not)
         self._memo: dict[str, list[Any]] = {}
         self._dirty = False
-        if cache_file is not None:
-            try:
-                self._memo = json.loads(cache_file.read_text())
-            except (OSError, ValueError):
-                self._memo = {}
+        self._loaded = cache_file is None  #: the cache file is read when a file is first hashed, not before
+
+    def _load(self) -> None:
+        self._loaded = True
+        try:
+            self._memo = json.loads(self.cache_file.read_text()) if self.cache_file is not None else {}
+        except (OSError, ValueError):
+            self._memo = {}
 
     def file(self, path: Path) -> str:
+        if not self._loaded:
+            self._load()
         st = path.stat()
         key = str(path)
         hit = self._memo.get(key)

@@ -46,7 +46,8 @@ chordflow:alert:{id}                      string  a fired alert (JSON: kind, sum
 chordflow:alert:{id}:notifications        list    delivery attempts of one alert (like a run's)
 chordflow:run:{rid}                       hash    run meta: pipeline, state, created/started/finished_at,
                                                   total, remaining, n_<state> counters, dispatched,
-                                                  cancel_requested, ttl_s, params
+                                                  cancel_requested, ttl_s, params, creator (random token
+                                                  of the submit that created it, see RunStore.create_small)
 chordflow:run:{rid}:nodes                 hash    node -> static node record (JSON: task, queue, up,
                                                   down, rule, params, via, chain)
 chordflow:run:{rid}:state                 hash    node -> TaskState
@@ -205,11 +206,14 @@ class RunKeys:
 
     def ordered(self) -> list[str]:
         """KEYS for ``ledger.lua`` (the order is part of the script's contract)."""
-        return [getattr(self, f.name) for f in fields(self)]
+        return [getattr(self, name) for name in _RUN_KEY_FIELDS]
 
     def per_run(self) -> list[str]:
         """The keys owned by this run (everything but the five global keys at the end)."""
         return self.ordered()[:-5]
+
+
+_RUN_KEY_FIELDS = tuple(f.name for f in fields(RunKeys))
 
 
 @functools.lru_cache(maxsize=1024)

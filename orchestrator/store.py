@@ -3,7 +3,8 @@
 Every transition goes through one Lua script (``lua/ledger.lua``), so
 completing a task and releasing its children is one atomic, write-once step,
 and each task costs two round trips: ``begin`` (claim + inputs) and
-``succeed``/``fail``/``defer``. Creating a run is one MULTI/EXEC.
+``succeed``/``fail``/``defer``. Creating a small run (id, state, roots) is one ledger call
+(:meth:`RunStore.create_small`); a big one is a reservation and one MULTI/EXEC.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ return 1
 CLOCK_REFRESH_S = 30.0  #: how long a Redis TIME reading is carried forward on the monotonic clock
 HASH_CHUNK = 5000  #: fields per HSET, keeps single commands small
 DISPATCH_CHUNK = 1000  #: roots per ledger call, keeps Redis responsive
+SMALL_RUN = 1000  #: runs of at most this many nodes are created and started in one ledger call (create_small)
 
 
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", re.ASCII)
@@ -181,11 +183,60 @@ class RunStore:
     def reserve_run_id(self) -> str:
         """Reserve a fresh run id atomically (HSETNX + EXPIRE in one script), retrying on the rare collision."""
         for _ in range(20):
-            run_id = new_run_id(datetime.fromtimestamp(self.redis_now(), UTC))  # Redis time: ids sort across hosts
+            run_id = self.fresh_run_id()
             # an abandoned reservation goes away after an hour; create_run persists it
             if self._reserve(keys=[keys.run_keys(run_id).meta], args=[run_id, 3600]):
                 return run_id
         raise RedisUnavailable("could not reserve a unique run id after 20 attempts")
+
+    def fresh_run_id(self) -> str:
+        """A new run id by Redis time (ids sort across hosts); uniqueness is checked where it is claimed."""
+        return new_run_id(datetime.fromtimestamp(self.redis_now(), UTC))
+
+    def create_small(
+        self,
+        run_id: str,
+        meta: dict[str, Any],
+        records: dict[str, str],
+        pending: dict[str, int],
+        templates: dict[str, str],
+        roots: list[str],
+        creator: str | None = None,
+    ) -> str | None:
+        """Claim ``run_id``, write the run's static state and dispatch its roots in ONE round trip (ledger op
+        ``create``): a job of up to ``SMALL_RUN`` nodes without cached nodes. All or nothing, like
+        :meth:`create_run`.
+
+        Returns the id of the run's last event (a waiter reads what comes after it; ``"0-0"`` when a re-sent
+        call found its own run already created), or None if another run holds the id (pick another).
+        """
+        creator = creator or secrets.token_hex(8)  #: tells a re-sent call's own run from another's
+        args: list[Any] = ["create", run_id, creator, keys.RUNS_INDEX, self.ttl_s]
+        flat_meta = {key: (v if isinstance(v, str) else json.dumps(v)) for key, v in meta.items()}
+        for section in (flat_meta, records, pending, templates):
+            args.append(len(section))
+            for k, v in section.items():
+                args += (k, v)
+        args += roots
+        try:
+            out = self._ledger(keys=_ledger_keys(run_id), args=args)
+        except redis.RedisError as exc:
+            try:  # undo what the script wrote if it was ours (an OOM stops a script at its first write)
+                if self.r.hget(keys.run_keys(run_id).meta, "creator") == creator:
+                    self._forget(run_id)
+            except redis.RedisError:
+                pass
+            if "OOM" in str(exc) or "maxmemory" in str(exc):
+                raise RedisUnavailable(
+                    "Redis is out of memory (maxmemory reached, policy noeviction): nothing was created; "
+                    "free memory or raise maxmemory"
+                ) from exc
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                raise
+            raise RedisUnavailable(f"Redis refused to create run {run_id}: {exc}") from exc
+        if int(out[0]) == 1:
+            return str(out[1])
+        return "0-0" if out[1] == creator else None  # a re-sent call (its first reply was lost) found its run
 
     def create_run(
         self,
@@ -401,6 +452,20 @@ class RunStore:
         """Events of the run after stream id ``after``; with ``block_ms``, wait up to that long for one."""
         out = self.r.xread({keys.run_keys(run_id).events: after}, count=count, block=block_ms)
         return [(eid, fields) for _, entries in out for eid, fields in entries]
+
+    def watch(
+        self, run_id: str, after: str, block_ms: int, count: int = 1000
+    ) -> tuple[list[tuple[str, dict[str, str]]], dict[str, str], float]:
+        """One round trip: the run's events after ``after`` (waiting up to ``block_ms`` for the first), then its
+        meta and Redis time, read the moment the events are there (pipelined behind the blocking read).
+        An empty meta means the run's keys are gone."""
+        k = keys.run_keys(run_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xread({k.events: after}, count=count, block=block_ms)
+        pipe.time()
+        pipe.hgetall(k.meta)
+        out, (sec, usec), meta = pipe.execute()
+        return [(eid, fields) for _, entries in (out or []) for eid, fields in entries], meta, sec + usec / 1e6
 
     def _call(self, run_id: str, op: str, *args: Any) -> Any:
         started = time.perf_counter()

@@ -62,7 +62,7 @@ class ArtifactWriter:
     def _run(job: Callable[[], None]) -> None:
         try:
             job()
-        except OSError as exc:  # a full disk must not take the worker down; the result is in Redis
+        except Exception as exc:  # a full disk (or any bug in a job) must not stop the writer; the result is in Redis
             get_logger(component="artifacts").error("artifacts.write_failed", error=str(exc))
 
 

@@ -439,31 +439,33 @@ class NodeRunner:
         """Check the artifact path now (raises UnsafePath); write the two files in the writer thread.
         Returns the directory (resolved once: the cache entry points at it)."""
         out = task_dir(self.settings.artifact_root, pipeline_of(claim.record), node, self.spec.version, run_id)
-        metadata = {
-            "run_id": run_id,
-            "task": node,
-            "task_name": self.spec.name,
-            "version": self.spec.version,
-            "params": masker.data(claim.record.get("params") or {}),
-            "inputs": {
-                p: (None if r is None else _sha256(r))
-                for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
-            },
-            "duration_s": round(duration, 6),
-            "status": "succeeded",
-            "pipeline": pipeline_of(claim.record),
-            "fingerprint": claim.record.get("fp"),
-            "fingerprint_parts": masker.data(claim.record.get("fpp") or {}),
-            "attempt": claim.attempt,
-            "host": host,
-            "chordflow_version": __version__,
-        }
 
         def write() -> None:
             os.makedirs(out, exist_ok=True)
             write_text_atomic(out / "result.json", result_json)
             # written last and atomically: its presence means the directory is complete
-            write_text_atomic(out / "metadata.json", json.dumps(metadata))
+            write_text_atomic(out / "metadata.json", json.dumps(metadata()))
+
+        def metadata() -> dict[str, Any]:  # built in the writer thread too: masking and hashing are off the path
+            return {
+                "run_id": run_id,
+                "task": node,
+                "task_name": self.spec.name,
+                "version": self.spec.version,
+                "params": masker.data(claim.record.get("params") or {}),
+                "inputs": {
+                    p: (None if r is None else _sha256(r))
+                    for p, r in zip(claim.record["up"], claim.parent_results, strict=True)
+                },
+                "duration_s": round(duration, 6),
+                "status": "succeeded",
+                "pipeline": pipeline_of(claim.record),
+                "fingerprint": claim.record.get("fp"),
+                "fingerprint_parts": masker.data(claim.record.get("fpp") or {}),
+                "attempt": claim.attempt,
+                "host": host,
+                "chordflow_version": __version__,
+            }
 
         WRITER.submit(write)
         return out

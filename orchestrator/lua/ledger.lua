@@ -513,6 +513,46 @@ local function op_dispatch()
   return n
 end
 
+-- create(creator, runs_index, ttl_s, n_meta, meta k/v..., n_nodes, node/record..., n_pending, node/count...,
+-- n_templates, task/template..., root...): a small run in one step (what store.create_run does with a
+-- reservation and a MULTI/EXEC for big runs): claim the run id (taken by another run: {0, its creator},
+-- nothing written), write the static state, dispatch the roots. Returns {1, id of the last event}: a
+-- client waits for what comes after it. created_at is Redis time.
+local function op_create()
+  local creator = ARGV[3]
+  if redis.call('EXISTS', K_META) == 1 then return {0, redis.call('HGET', K_META, 'creator') or ''} end
+  local runs_index, ttl = ARGV[4], ARGV[5]
+  local a = 6
+  local function section()  -- a counted list of field/value pairs, as HSET arguments
+    local n = tonumber(ARGV[a])
+    local out = {}
+    for i = a + 1, a + 2 * n do out[#out + 1] = ARGV[i] end
+    a = a + 1 + 2 * n
+    return out, n
+  end
+  local meta = section()
+  local nodes, total = section()
+  local pending, n_pending = section()
+  local templates = section()
+  local states = {}
+  for i = 1, #nodes, 2 do
+    states[#states + 1] = nodes[i]
+    states[#states + 1] = 'pending'
+  end
+  redis.call('HSET', K_NODES, unpack(nodes))
+  redis.call('HSET', K_STATE, unpack(states))
+  if n_pending > 0 then redis.call('HSET', K_PENDING, unpack(pending)) end
+  redis.call('HSET', K_TEMPLATES, unpack(templates))
+  if #meta > 0 then redis.call('HSET', K_META, unpack(meta)) end
+  redis.call('HSET', K_META, 'run_id', RUN_ID, 'creator', creator, 'state', 'pending', 'created_at', NOW_S,
+    'total', total, 'remaining', total, 'dispatched', 0, 'ttl_s', ttl)
+  redis.call('ZADD', runs_index, NOW_S, RUN_ID)
+  redis.call('SADD', K_ACTIVE, RUN_ID)
+  for i = a, #ARGV do start(ARGV[i]) end
+  local last = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)
+  return {1, last[1] and last[1][1] or '0-0'}
+end
+
 -- cached(node, result_json, source_run, ...): settle nodes whose fingerprint has a live cache entry,
 -- before anything is dispatched: the result is written, the state is `cached` (terminal, counts as
 -- success), the source run is recorded (hosts: "cache of <run>") and children are released as by
@@ -901,6 +941,7 @@ elseif OP == 'succeed' then return op_succeed()
 elseif OP == 'fail' then return op_fail()
 elseif OP == 'defer' then return op_defer()
 elseif OP == 'dispatch' then return op_dispatch()
+elseif OP == 'create' then return op_create()
 elseif OP == 'cached' then return op_cached()
 elseif OP == 'cancel' then return op_cancel()
 elseif OP == 'lost' then return op_lost()

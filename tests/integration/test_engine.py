@@ -221,3 +221,57 @@ def test_pickled_message_is_rejected_and_nothing_runs(client: Client, redis_clie
     assert client.store.dispatch(run_id, ["victim"]) == 1
     assert client.wait(run_id, timeout_s=30, poll_s=0.05).state == "succeeded"
     assert redis_client.hget(f"tests:executions:{run_id}", "victim") == "1"
+
+
+def test_small_run_is_created_in_one_step_and_never_over_a_taken_id(client: Client, redis_client: redis.Redis) -> None:
+    """A small job's id, state and roots go in one ledger call; an id another run holds is refused whole,
+    and a re-sent call (its first reply lost) finds its own run instead of creating a second one."""
+    from orchestrator.compile import node_records, templates
+
+    # Given a one-task run submitted normally (the one-step path), which has finished
+    first = client.submit(Pipeline("taken").add_task(noop))
+    assert client.wait(first, timeout_s=30, poll_s=0.05).state == "succeeded"
+    before = redis_client.hgetall(run_keys(first).meta)
+    assert before["creator"] and before["dispatched"] == "1"
+    # When another submit draws the same run id
+    other = Pipeline("intruder").add_task(stamp, name="intruder")
+    plan = client.plan(other)
+    args = (first, {"pipeline": "intruder"}, node_records(client.app, first, plan), {}, templates(client.app, plan),
+            ["intruder"])  # fmt: skip
+    # Then it is refused (the caller picks another id) and the first run is untouched, nothing queued
+    assert client.store.create_small(*args) is None
+    assert redis_client.hgetall(run_keys(first).meta) == before
+    assert redis_client.hget(run_keys(first).state, "intruder") is None
+    assert redis_client.hget(f"tests:executions:{first}", "intruder") is None
+    # And a call re-sent with the first call's creator token is answered as a success, changing nothing
+    assert client.store.create_small(*args, creator=before["creator"]) == "0-0"
+    assert redis_client.hgetall(run_keys(first).meta) == before
+    # A fresh id with the same arguments creates and runs the run
+    fresh = client.store.fresh_run_id()
+    args = (fresh, *args[1:2], node_records(client.app, fresh, plan), *args[3:])
+    after = client.store.create_small(*args)
+    assert after is not None and after != "0-0"
+    assert client.wait(fresh, timeout_s=30, poll_s=0.05).state == "succeeded"
+    assert redis_client.hget(f"tests:executions:{fresh}", "intruder") == "1"
+
+
+def test_a_pipeline_changed_in_place_between_submits_is_planned_again(client: Client) -> None:
+    """Submit reuses what it derived from a pipeline submitted before (plan, templates, fingerprints), but
+    only while the pipeline is the same: params edited in place and added tasks are seen."""
+    # Given a pipeline submitted once
+    p = Pipeline("replanned").add_task(number, params={"value": 2})
+    first = run_to_end(client, p)
+    assert first.state == "succeeded" and client.results(first.run_id)["number"] == {"value": 2}
+    # When its params are changed in place and a task is added, then it is submitted again
+    p.nodes[0].params["value"] = 7
+    p.add_task(double, depends_on=["number"])
+    second = run_to_end(client, p)
+    # Then the second run ran the new params and the new task
+    assert second.state == "succeeded"
+    assert client.results(second.run_id) == {"number": {"value": 7}, "double": {"value": 14}}
+    fps = [json.loads(client.store.r.hget(run_keys(s.run_id).nodes, "number"))["fp"] for s in (first, second)]
+    assert fps[0] != fps[1]
+    # And the same pipeline submitted unchanged gives the same fingerprint and result again
+    third = run_to_end(client, p)
+    assert client.results(third.run_id) == client.results(second.run_id)
+    assert json.loads(client.store.r.hget(run_keys(third.run_id).nodes, "number"))["fp"] == fps[1]
