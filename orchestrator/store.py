@@ -211,7 +211,8 @@ class RunStore:
         call found its own run already created), or None if another run holds the id (pick another).
         """
         creator = creator or secrets.token_hex(8)  #: tells a re-sent call's own run from another's
-        args: list[Any] = ["create", run_id, creator, keys.RUNS_INDEX, self.ttl_s]
+        pipeline_index = keys.pipeline_runs(str(meta.get("pipeline", "")))
+        args: list[Any] = ["create", run_id, creator, keys.RUNS_INDEX, pipeline_index, self.ttl_s]
         flat_meta = {key: (v if isinstance(v, str) else json.dumps(v)) for key, v in meta.items()}
         for section in (flat_meta, records, pending, templates):
             args.append(len(section))

@@ -513,7 +513,7 @@ local function op_dispatch()
   return n
 end
 
--- create(creator, runs_index, ttl_s, n_meta, meta k/v..., n_nodes, node/record..., n_pending, node/count...,
+-- create(creator, runs_index, pipeline_index, ttl_s, n_meta, meta k/v..., n_nodes, node/record..., n_pending, node/count...,
 -- n_templates, task/template..., root...): a small run in one step (what store.create_run does with a
 -- reservation and a MULTI/EXEC for big runs): claim the run id (taken by another run: {0, its creator},
 -- nothing written), write the static state, dispatch the roots. Returns {1, id of the last event}: a
@@ -521,8 +521,8 @@ end
 local function op_create()
   local creator = ARGV[3]
   if redis.call('EXISTS', K_META) == 1 then return {0, redis.call('HGET', K_META, 'creator') or ''} end
-  local runs_index, ttl = ARGV[4], ARGV[5]
-  local a = 6
+  local runs_index, pipeline_index, ttl = ARGV[4], ARGV[5], ARGV[6]
+  local a = 7
   local function section()  -- a counted list of field/value pairs, as HSET arguments
     local n = tonumber(ARGV[a])
     local out = {}
@@ -547,6 +547,7 @@ local function op_create()
   redis.call('HSET', K_META, 'run_id', RUN_ID, 'creator', creator, 'state', 'pending', 'created_at', NOW_S,
     'total', total, 'remaining', total, 'dispatched', 0, 'ttl_s', ttl)
   redis.call('ZADD', runs_index, NOW_S, RUN_ID)
+  redis.call('ZADD', pipeline_index, NOW_S, RUN_ID)  -- the dashboard's per-pipeline list (store.create_run too)
   redis.call('SADD', K_ACTIVE, RUN_ID)
   for i = a, #ARGV do start(ARGV[i]) end
   local last = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)

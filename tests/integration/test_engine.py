@@ -14,6 +14,7 @@ import redis
 
 from orchestrator import Pipeline
 from orchestrator.client import Client
+from orchestrator import keys
 from orchestrator.keys import run_keys
 from tests.conftest import run_to_end
 from tests.pipelines import add, always_report, double, flaky, layered, noop, number, stamp
@@ -233,6 +234,9 @@ def test_small_run_is_created_in_one_step_and_never_over_a_taken_id(client: Clie
     assert client.wait(first, timeout_s=30, poll_s=0.05).state == "succeeded"
     before = redis_client.hgetall(run_keys(first).meta)
     assert before["creator"] and before["dispatched"] == "1"
+    # in the runs index and its pipeline's own (the dashboard's list reads it), like a big run
+    assert redis_client.zscore(keys.RUNS_INDEX, first) is not None
+    assert redis_client.zscore(keys.pipeline_runs("taken"), first) is not None
     # When another submit draws the same run id
     other = Pipeline("intruder").add_task(stamp, name="intruder")
     plan = client.plan(other)
