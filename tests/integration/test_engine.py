@@ -12,9 +12,8 @@ import uuid
 import pytest
 import redis
 
-from orchestrator import Pipeline
+from orchestrator import Pipeline, keys
 from orchestrator.client import Client
-from orchestrator import keys
 from orchestrator.keys import run_keys
 from tests.conftest import run_to_end
 from tests.pipelines import add, always_report, double, flaky, layered, noop, number, stamp
