@@ -121,6 +121,21 @@ class AsyncClient:
         if pipeline:
             await self.index_pipelines()
             index = keys.pipeline_runs(pipeline)
+        for _ in range(3):  # runs that expired leave their index entries: drop those met, then read again
+            page, gone = await self._runs_page(index, limit, offset, state)
+            if not gone:
+                break
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zrem(index, *gone)
+            pipe.zrem(keys.RUNS_INDEX, *gone)
+            await pipe.execute()
+        return page
+
+    async def _runs_page(
+        self, index: str, limit: int, offset: int, state: str | None
+    ) -> tuple[list[RunSnapshot], list[str]]:
+        """One read of a page of :meth:`runs`, and the ids met whose run has expired."""
+        gone: list[str] = []
         direct = not state
         matched: list[RunSnapshot] = []
         start, skip = (offset, 0) if direct else (0, offset)
@@ -137,10 +152,13 @@ class AsyncClient:
             for rid in ids:
                 pipe.hgetall(keys.run_keys(rid).meta)
             for rid, meta in zip(ids, await pipe.execute(), strict=True):
-                if not meta or (state and meta.get("state", "pending") != state):
+                if not meta:
+                    gone.append(rid)
+                    continue
+                if state and meta.get("state", "pending") != state:
                     continue
                 matched.append(RunSnapshot(rid, meta, now=now))
-        return matched[skip : skip + limit]
+        return matched[skip : skip + limit], gone
 
     @_redis_errors
     async def index_pipelines(self) -> None:

@@ -441,7 +441,7 @@ def _plan_key(pipeline: Pipeline, settings: Settings) -> tuple[Any, ...] | None:
     """What a plan depends on, or None if the params are not plain JSON (then nothing is reused)."""
     try:
         nodes = tuple(
-            (n.name, id(n.spec), n.depends_on, n.map, json.dumps(n.params, sort_keys=True, allow_nan=False))
+            (n.name, id(n.spec), tuple(n.depends_on), n.map, json.dumps(n.params, sort_keys=True, allow_nan=False))
             for n in pipeline.nodes
         )
     except (TypeError, ValueError):

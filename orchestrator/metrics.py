@@ -48,6 +48,13 @@ class LatencyRecorder:
         self.flush_s = flush_s
         self._lock = threading.Lock()
         self._reset()
+        # a child forked while a thread of the parent (reaper, scheduler) held the lock would inherit it held
+        # and hang at its first ledger call: the child gets a fresh lock and starts empty
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
 
     def _reset(self) -> None:
         self._pid = os.getpid()

@@ -13,6 +13,7 @@ import functools
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -167,8 +168,7 @@ class RunStore:
         self._ledger_source = source
         self._ledger_loaded = False
         self._clock: tuple[float, float] | None = None
-        #: the Celery task id under which the last ``succeed``'s Celery chain publishes the next hop (or None)
-        self.chain_task_id: str | None = None
+        self._per_thread = threading.local()  # one store serves every thread of a process (threads pools too)
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -377,8 +377,13 @@ class RunStore:
         batches as JSON lists) for every map over ``node``, stored in the same atomic step.
         """
         out = self._call(run_id, "succeed", node, token, result_json, log_line, items, *_flat_feeds(feeds))
-        self.chain_task_id = out[2] if len(out) > 2 else None
+        self._per_thread.chain_task_id = out[2] if len(out) > 2 else None
         return str(out[0])
+
+    @property
+    def chain_task_id(self) -> str | None:
+        """The Celery task id under which this thread's last ``succeed``'s Celery chain publishes the next hop."""
+        return getattr(self._per_thread, "chain_task_id", None)
 
     def fail(self, run_id: str, node: str, token: str, error_json: str, log_line: str) -> str:
         return str(self._call(run_id, "fail", node, token, error_json, log_line)[0])

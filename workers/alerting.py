@@ -82,6 +82,8 @@ class AlertChecker(threading.Thread):
                 self.check(r)
             except (redis.RedisError, OSError) as exc:  # Redis restarting: try again next interval
                 self.log.warning("alerts.redis_error", error=str(exc))
+            except Exception as exc:  # a bad record or a bug must not end alerting for this worker's life
+                self.log.error("alerts.check_failed", error=f"{type(exc).__name__}: {exc}")
             if self.stop_event.wait(self.cfg.interval_s):
                 return
 

@@ -110,6 +110,9 @@ def _start_reaper_with_worker(settings: Settings) -> None:
         store = _STORES.get(os.getpid())
         if store is not None:
             LEDGER_LATENCY.flush(store.r)  # this process's last ledger timings
+        from workers.log_sink import flush_this_process
+
+        flush_this_process()  # its last task log lines (task.succeeded / task.failed with the traceback)
 
     from workers.liveness import Announcer
     from workers.notifier import Notifier
@@ -120,8 +123,8 @@ def _start_reaper_with_worker(settings: Settings) -> None:
     threads: list[Any] = [Reaper(settings), DueScheduler(settings), Publisher(settings)]
     if settings.notify_sender:
         threads.append(Notifier(settings))
-    if settings.alerts.enabled:
-        from workers.alerting import AlertChecker
+    if settings.alerts.enabled and settings.notify_sender:  # a checker whose alerts nobody here sends would
+        from workers.alerting import AlertChecker  # make the ledger queue alerts for no one
 
         threads.append(AlertChecker(settings))
 

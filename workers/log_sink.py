@@ -55,7 +55,7 @@ class LogSink:
         by_key: dict[str, list[str]] = {}
         for run_id, task, line in batch:
             by_key.setdefault(keys.task_logs(run_id, task), []).append(line)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=True)  # all or nothing: a batch put back is never written twice
         for key, lines in by_key.items():
             pipe.lpush(key, *lines)
             pipe.ltrim(key, 0, keys.TASK_LOG_LINES - 1)
@@ -63,7 +63,10 @@ class LogSink:
         try:
             pipe.execute()
         except redis.RedisError:
-            for item in reversed(batch):  # put back, oldest first; the deque's bound drops the excess
+            # put back ahead of what came since, as much as fits: the batch holds the oldest lines, so what
+            # does not fit is its oldest part (appendleft on a full deque would drop the newest instead)
+            room = MAX_BUFFER - len(self._buffer)
+            for item in reversed(batch[-room:] if room > 0 else []):
                 self._buffer.appendleft(item)
 
     def _loop(self) -> None:
@@ -93,6 +96,29 @@ def sink() -> LogSink | None:
             if found is None:
                 found = _sinks[pid] = LogSink(url, int(_config.get("ttl_s") or 7 * 24 * 3600))
     return found
+
+
+def flush_this_process() -> None:
+    """Write what this process still holds (a pool process exiting: its last lines are the telling ones)."""
+    found = _sinks.get(os.getpid())
+    if found is not None:
+        try:
+            while found._buffer:
+                before = len(found._buffer)
+                found.flush()
+                if len(found._buffer) >= before:  # Redis away: give up, the JSON log has them
+                    return
+        except Exception:  # noqa: BLE001 - exiting anyway; never turn a shutdown into a crash
+            return
+
+
+def _reset_after_fork() -> None:
+    """A child forked while another thread held the lock would inherit it held: give the child its own."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def keep_task_line(_logger: object, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -118,10 +118,10 @@ class Notifier(threading.Thread):
         """One attempt at every due target of the claimed run; then done, or back in the outbox."""
         rid = claim.run_id
         if rid.startswith(keys.ALERT_MEMBER):  # an alert (workers/alerting.py), not a run end
-            if not self.settings.alerts.enabled:
+            notice = alert_notice(r, self.settings, rid)
+            if notice is not None and not self.settings.alerts.enabled:
                 outbox.retry_in(claim, ALERT_GIVE_BACK_S)  # for a worker that has the [alerts] targets
                 return
-            notice = alert_notice(r, self.settings, rid)
             if notice is None:
                 outbox.done(claim)  # expired, or the run is no longer failed
                 return

@@ -144,7 +144,8 @@ async function runsPage(q) {
 const BOX_W = 132, BOX_H = 34, GAP_X = 34, GAP_Y = 14, PAD = 12;
 
 async function runPage(runId, selected) {
-  const [graph, status] = await Promise.all([getJSON(`/runs/${runId}/graph`), getJSON(`/runs/${runId}`)]);
+  const rid = encodeURIComponent(runId);  // a run id from the address bar goes into paths as one segment
+  const [graph, status] = await Promise.all([getJSON(`/runs/${rid}/graph`), getJSON(`/runs/${rid}`)]);
   const tasks = status.tasks; // node -> TaskStatus, updated by events
   const maps = status.maps;
   let runState = status.state;
@@ -224,7 +225,7 @@ async function runPage(runId, selected) {
   paintAll();
 
   // live: the run's event stream (snapshot first, then every change); no polling
-  const es = new EventSource(`/runs/${runId}/events`);
+  const es = new EventSource(`/runs/${rid}/events`);
   const touch = (node) => { const b = boxOf[node]; if (b) paintBox(b); };
   es.addEventListener("snapshot", (e) => {
     const s = JSON.parse(e.data);
@@ -255,7 +256,7 @@ async function runPage(runId, selected) {
   });
   const finish = async () => {
     es.close();
-    try { Object.assign(status, await getJSON(`/runs/${runId}`)); Object.assign(tasks, status.tasks); runState = status.state; } catch (_) { /* keys expired */ }
+    try { Object.assign(status, await getJSON(`/runs/${rid}`)); Object.assign(tasks, status.tasks); runState = status.state; } catch (_) { /* keys expired */ }
     paintAll();
   };
   es.addEventListener("run", (e) => {
@@ -270,11 +271,11 @@ async function runPage(runId, selected) {
   cleanup = () => { es.close(); clearInterval(tick); };
 
   document.getElementById("cancel").onclick = async () => {
-    try { const r = await post(`/runs/${runId}/cancel`); flash(`cancel requested: run is ${r.state}`); } catch (err) { flash(err.message, true); }
+    try { const r = await post(`/runs/${rid}/cancel`); flash(`cancel requested: run is ${r.state}`); } catch (err) { flash(err.message, true); }
   };
   document.getElementById("retry").onclick = async () => {
     try {
-      const r = await post(`/runs/${runId}/retry`);
+      const r = await post(`/runs/${rid}/retry`);
       flash(`${r.retried} task(s) set to run again`);
       setTimeout(route, 300);
     } catch (err) { flash(err.message, true); }
@@ -289,8 +290,8 @@ async function runPage(runId, selected) {
     const side = document.getElementById("side");
     try {
       const [d, logs] = await Promise.all([
-        getJSON(`/runs/${runId}/tasks/${encodeURIComponent(name)}/detail`),
-        getJSON(`/runs/${runId}/tasks/${encodeURIComponent(name)}/logs?limit=100`),
+        getJSON(`/runs/${rid}/tasks/${encodeURIComponent(name)}/detail`),
+        getJSON(`/runs/${rid}/tasks/${encodeURIComponent(name)}/logs?limit=100`),
       ]);
       const s = d.status;
       const err = s.error;

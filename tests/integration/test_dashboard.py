@@ -340,6 +340,22 @@ def _fake_runs(r: redis.Redis, name: str, n: int, indexed: bool = True) -> list[
     return ids
 
 
+def test_runs_that_expired_leave_no_hole_in_a_page(http: httpx.Client, redis_client: redis.Redis) -> None:
+    """A run's keys expire but its index entries stay: a page skips them and still comes back full, and the
+    dead entries are dropped from both indexes (no index grows with runs that are gone)."""
+    name = f"dash_gone_{os.getpid()}"
+    ids = _fake_runs(redis_client, name, 40)  # oldest first
+    gone = ids[-10:-2]  # 8 of the newest 10 expired
+    redis_client.delete(*(keys.run_keys(rid).meta for rid in gone))
+    body = http.get("/runs", params={"pipeline": name, "limit": 20}).json()
+    alive = [rid for rid in reversed(ids) if rid not in gone]
+    assert [row["run_id"] for row in body["runs"]] == alive[:20]
+    assert body["next_offset"] == 20
+    for index in (keys.pipeline_runs(name), keys.RUNS_INDEX):
+        assert not any(redis_client.zscore(index, rid) is not None for rid in gone)
+    assert redis_client.zcard(keys.pipeline_runs(name)) == 32
+
+
 def test_runs_list_stays_fast_with_10000_runs(http: httpx.Client, redis_client: redis.Redis) -> None:
     """10,000 runs of one pipeline in the index (metas written directly, dated 2001 so they sort after every
     real run, expiring in 10 minutes): any page, filtered or not, reads only what it shows."""
