@@ -38,6 +38,10 @@ from workers.threads import leave_signals_to_main_thread
 
 FLAG_INTERVALS = 3  #: the ledger feeds a condition this many check intervals (at least 10 s) after the last refresh
 READ_BATCH = 5000  #: settled attempts read per check
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 PUBLISHED_QUEUES_S = 60.0  #: how often the queues of published pipelines are read again
 
 
@@ -101,14 +105,26 @@ class AlertChecker(threading.Thread):
             flags["slow_on"] = until
         if flags:
             r.hset(keys.METRICS, mapping=flags)
-        if not r.set(keys.ALERT_LOCK, self.identity, nx=True, px=max(int(cfg.interval_s * 900), 100)):
+        hold_ms = max(int(cfg.interval_s * 900), 100)
+        if not r.set(keys.ALERT_LOCK, self.identity, nx=True, px=hold_ms):
             return
-        if cfg.slow_factor > 0:
-            self.slow_tasks(r)
-        if cfg.queue_stale_s > 0:
-            self.stale_queues(r, now)
-        if cfg.failure_rate > 0:
-            self.failures(r, now)
+        phases = (
+            (cfg.slow_factor > 0, lambda: self.slow_tasks(r)),
+            (cfg.queue_stale_s > 0, lambda: self.stale_queues(r, now)),
+            (cfg.failure_rate > 0, lambda: self.failures(r, now)),
+        )
+        for wanted, phase in phases:
+            if not wanted:
+                continue
+            # still ours? (a long phase may have outlived the lock, and another worker's checker taken it:
+            # two checkers would read and write the same cursor and windows) then hold it for another round
+            if not self._renew(r, hold_ms):
+                self.log.warning("alerts.lock_lost", hint="a check took longer than 0.9 x interval_s")
+                return
+            phase()
+
+    def _renew(self, r: redis.Redis, hold_ms: int) -> bool:
+        return bool(r.eval(_RENEW_LUA, 1, keys.ALERT_LOCK, self.identity, hold_ms))
 
     def slow_tasks(self, r: redis.Redis) -> None:
         cursor = r.hget(keys.ALERT_STATE, "cursor") or "0-0"
