@@ -114,6 +114,20 @@ def _from_url(url: str) -> redis.Redis:
     )
 
 
+def _out_of_memory(exc: Exception) -> bool:
+    return "OOM" in str(exc) or "maxmemory" in str(exc)
+
+
+def _creation_refused(run_id: str, exc: Exception) -> RedisUnavailable:
+    """What a failed run creation tells the user (both ways of creating one: nothing was left behind)."""
+    if _out_of_memory(exc):
+        return RedisUnavailable(
+            "Redis is out of memory (maxmemory reached, policy noeviction): nothing was created; "
+            "free memory or raise maxmemory"
+        )
+    return RedisUnavailable(f"Redis refused to create run {run_id}: {exc}")
+
+
 @dataclass
 class Claim:
     """Answer of ``begin``: run the attempt, or why not."""
@@ -227,14 +241,9 @@ class RunStore:
                     self._forget(run_id)
             except redis.RedisError:
                 pass
-            if "OOM" in str(exc) or "maxmemory" in str(exc):
-                raise RedisUnavailable(
-                    "Redis is out of memory (maxmemory reached, policy noeviction): nothing was created; "
-                    "free memory or raise maxmemory"
-                ) from exc
-            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and not _out_of_memory(exc):
                 raise
-            raise RedisUnavailable(f"Redis refused to create run {run_id}: {exc}") from exc
+            raise _creation_refused(run_id, exc) from exc
         if int(out[0]) == 1:
             return str(out[1])
         return "0-0" if out[1] == creator else None  # a re-sent call (its first reply was lost) found its run
@@ -316,12 +325,7 @@ class RunStore:
                 raise errors[0]
         except redis.RedisError as exc:
             self._forget(run_id)
-            if "OOM" in str(exc) or "maxmemory" in str(exc):
-                raise RedisUnavailable(
-                    "Redis is out of memory (maxmemory reached, policy noeviction): nothing was created; "
-                    "free memory or raise maxmemory"
-                ) from exc
-            raise RedisUnavailable(f"Redis refused to create run {run_id}: {exc}") from exc
+            raise _creation_refused(run_id, exc) from exc
         if with_roots and isinstance(results[-1], Exception):
             self._ledger_loaded = False  # e.g. NOSCRIPT after a Redis restart: the caller dispatches
             return False

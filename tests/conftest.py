@@ -119,13 +119,13 @@ def worker(
 
 
 def until(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``cond`` every 0.1 s until it returns something truthy (returned); fail the test after ``timeout_s``."""
+    """Poll ``cond`` every 0.05 s until it returns something truthy (returned); fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(0.05)
     pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 

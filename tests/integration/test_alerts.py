@@ -20,21 +20,14 @@ from orchestrator import Pipeline, keys
 from orchestrator.client import Client
 from orchestrator.embedded import RedisServer, WorkerProcess
 from orchestrator.settings import Settings
-from tests.conftest import REPO
-from tests.integration.test_notify import SECRET, Mailbox, Receiver, _wait_live, mailbox, verify, wait_for
+from tests.conftest import REPO, until
+from tests.integration.test_notify import SECRET, Mailbox, Receiver, _wait_live, mailbox, receiver, verify
 from tests.pipelines import stamp
 
 QUEUE = "alerts-q"
 ORPHAN = "alerts-orphan-q"  #: a configured queue no worker consumes
 ONCALL = "oncall@test.invalid"
-__all__ = ["mailbox"]  # the SMTP server fixture of test_notify.py, used here too
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.close()
+__all__ = ["mailbox", "receiver"]  # the SMTP server and webhook receiver fixtures of test_notify.py, used here too
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +83,7 @@ def test_a_failing_run_produces_one_alert(aclient: Client, receiver: Receiver, m
     run_id = aclient.submit(Pipeline("alert-fail").add_task(stamp, name="boom", params={"fail": True}))
     assert aclient.wait(run_id, timeout_s=60).state == "failed"
     # Then one signed webhook says so, with the failed task and its error
-    got = wait_for(lambda: [b for b in alerts_of(receiver, "run_failed") if b[1]["run_id"] == run_id], 30,
+    got = until(lambda: [b for b in alerts_of(receiver, "run_failed") if b[1]["run_id"] == run_id], 30,
                    "the run_failed alert")  # fmt: skip
     headers, body = got[0]
     assert headers["x-chordflow-event"] == "alert.run_failed"
@@ -100,7 +93,7 @@ def test_a_failing_run_produces_one_alert(aclient: Client, receiver: Receiver, m
     )
     assert body["summary"] == f"run {run_id} of pipeline 'alert-fail' failed"
     # and one e-mail
-    mails = wait_for(lambda: [m for m in mailbox[0].to(ONCALL) if run_id in m["Subject"]], 30, "the alert e-mail")
+    mails = until(lambda: [m for m in mailbox[0].to(ONCALL) if run_id in m["Subject"]], 30, "the alert e-mail")
     assert mails[0]["Subject"].strip() == f"[chordflow] alert: run {run_id} of pipeline 'alert-fail' failed"
     assert mails[0]["X-Chordflow-Idempotency-Key"].strip() == body["idempotency_key"]
     time.sleep(1)  # nothing twice
@@ -117,7 +110,7 @@ def test_a_task_slower_than_k_times_its_median_produces_one_alert(aclient: Clien
     slow = aclient.submit(Pipeline("alert-slow").add_task(stamp, name="s", params={"seconds": 1.0}))
     assert aclient.wait(slow, timeout_s=60).state == "succeeded"
     # Then an alert names the task, the run, its duration and the median
-    got = wait_for(lambda: [b for b in alerts_of(receiver, "slow_task") if b[1]["details"]["run_id"] == slow], 30,
+    got = until(lambda: [b for b in alerts_of(receiver, "slow_task") if b[1]["details"]["run_id"] == slow], 30,
                    "the slow_task alert")  # fmt: skip
     headers, body = got[0]
     assert headers["x-chordflow-event"] == "alert.slow_task"
@@ -131,7 +124,7 @@ def test_a_queue_nobody_consumes_produces_an_alert(
 ) -> None:
     redis_client.lpush(ORPHAN, "a message nobody takes")
     try:
-        got = wait_for(lambda: alerts_of(receiver, "queue_stale"), 30, "the queue_stale alert")
+        got = until(lambda: alerts_of(receiver, "queue_stale"), 30, "the queue_stale alert")
     finally:
         redis_client.delete(ORPHAN)
     body = got[0][1]
@@ -142,7 +135,7 @@ def test_a_high_failure_rate_produces_an_alert(aclient: Client, receiver: Receiv
     for _ in range(3):
         rid = aclient.submit(Pipeline("alert-rate").add_task(stamp, name="boom", params={"fail": True}))
         assert aclient.wait(rid, timeout_s=60).state == "failed"
-    got = wait_for(lambda: alerts_of(receiver, "failure_rate"), 30, "the failure_rate alert")
+    got = until(lambda: alerts_of(receiver, "failure_rate"), 30, "the failure_rate alert")
     d = got[0][1]["details"]
     assert d["failure_rate"] >= 0.5 and d["attempts"] >= 3
     assert int(redis_client.hget(keys.METRICS, "alert|failure_rate") or 0) >= 1

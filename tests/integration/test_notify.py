@@ -36,7 +36,7 @@ from orchestrator.embedded import RedisServer, WorkerProcess, free_port
 from orchestrator.fleet import Fleet
 from orchestrator.loader import load_pipeline
 from orchestrator.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, until
 from tests.pipelines import gate, stamp
 
 QUEUE = "notify-q"
@@ -172,20 +172,10 @@ def nclient(settings: Settings, notify_worker: WorkerProcess) -> Client:
     return Client(settings.model_copy(update={"default_queue": QUEUE}))
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def settled(client: Client, r: redis.Redis, run_id: str, timeout_s: float = 60) -> list[dict[str, Any]]:
     """The run's notification records once its outbox entry is gone (every target delivered or failed)."""
     client.wait(run_id, timeout_s=timeout_s, poll_s=0.05)
-    wait_for(lambda: r.zscore(keys.NOTIFY, run_id) is None, timeout_s, f"outbox entry of {run_id} to go")
+    until(lambda: r.zscore(keys.NOTIFY, run_id) is None, timeout_s, f"outbox entry of {run_id} to go")
     return client.notifications(run_id)
 
 
@@ -219,7 +209,7 @@ def test_webhook_delivered_once_signed_with_masked_errors_and_no_params(
     )
     run_id = nclient.submit(pipeline, notify={"webhooks": [url]})
     records = settled(nclient, redis_client, run_id)
-    reqs = wait_for(lambda: receiver.at(p), 10, "the webhook")
+    reqs = until(lambda: receiver.at(p), 10, "the webhook")
     assert len(reqs) == 1
     req = reqs[0]
     payload = verify(req)
@@ -272,13 +262,13 @@ def test_receiver_down_then_up_is_retried_and_every_attempt_recorded(
     url = f"http://127.0.0.1:{port}{p}"
     run_id = nclient.submit(Pipeline("notify-outage").add_task(stamp), notify={"webhooks": [url]})
     nclient.wait(run_id, timeout_s=60, poll_s=0.05)
-    wait_for(lambda: len(nclient.notifications(run_id)) >= 2, 30, "two refused attempts")
+    until(lambda: len(nclient.notifications(run_id)) >= 2, 30, "two refused attempts")
     late = Receiver(port)  # the receiver comes back, answering 500 twice, then 200
     up_at = time.time()
     try:
         late.plans[p] = [500, 500]
         records = settled(nclient, redis_client, run_id)
-        reqs = wait_for(lambda: late.at(p) if len(late.at(p)) == 3 else None, 30, "three requests")
+        reqs = until(lambda: late.at(p) if len(late.at(p)) == 3 else None, 30, "three requests")
     finally:
         late.close()
     outcomes = [x["outcome"] for x in records]
@@ -328,7 +318,7 @@ def test_a_retried_run_is_notified_again_under_a_new_key(
     redis_client.set(flag, "1", ex=300)
     assert nclient.retry(run_id) == 1
     records = settled(nclient, redis_client, run_id)
-    reqs = wait_for(lambda: receiver.at(p) if len(receiver.at(p)) == 2 else None, 10, "two webhooks")
+    reqs = until(lambda: receiver.at(p) if len(receiver.at(p)) == 2 else None, 10, "two webhooks")
     first, second = (verify(r) for r in reqs)
     assert (first["state"], second["state"]) == ("failed", "succeeded")
     assert first["idempotency_key"] != second["idempotency_key"]
@@ -354,7 +344,7 @@ def test_email_from_toml_and_per_run_received_with_subject_and_body(
     records = settled(nclient, redis_client, run_id)
     assert sorted((x["target"], x["outcome"]) for x in records) == sorted([(team, "delivered"), (me, "delivered")])
     for addr in (team, me):
-        (msg,) = wait_for(lambda a=addr: box.to(a), 10, f"mail to {addr}")
+        (msg,) = until(lambda a=addr: box.to(a), 10, f"mail to {addr}")
         assert msg["Subject"] == f"[chordflow] etl-mail {run_id}: failed"
         assert msg["From"] == "chordflow@test.invalid"
         assert msg["X-Chordflow-Idempotency-Key"] == records[0]["key"]
@@ -381,7 +371,7 @@ def test_notification_sent_after_the_submitting_process_exited(
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip()
     assert receiver.at(p) == []  # the submitter is gone before the run ends
-    (req,) = wait_for(lambda: receiver.at(p), 60, "the webhook of the detached run")
+    (req,) = until(lambda: receiver.at(p), 60, "the webhook of the detached run")
     assert req["at"] > exited_at
     assert verify(req)["run_id"] == run_id
 
@@ -399,13 +389,13 @@ def test_worker_killed_while_delivering_another_delivers_same_key(
         p = path()
         receiver.plans[p] = ["hang"]  # the first delivery hangs: its worker holds the claim
         run_id = nclient.submit(Pipeline("notify-kill").add_task(stamp), notify={"webhooks": [receiver.url(p)]})
-        (first,) = wait_for(lambda: receiver.at(p), 60, "the first delivery")
-        holder = wait_for(lambda: _holder([notify_worker, other], first["peer"]), 2, "the worker holding it")
+        (first,) = until(lambda: receiver.at(p), 60, "the first delivery")
+        holder = until(lambda: _holder([notify_worker, other], first["peer"]), 2, "the worker holding it")
         claimed = redis_client.zscore(keys.NOTIFY, run_id)
         os.killpg(os.getpgid(holder.proc.pid), signal.SIGKILL)
         holder.proc.wait(10)
         killed_at = time.time()
-        (_, second) = wait_for(lambda: receiver.at(p) if len(receiver.at(p)) == 2 else None, 30, "redelivery")
+        (_, second) = until(lambda: receiver.at(p) if len(receiver.at(p)) == 2 else None, 30, "redelivery")
         records = settled(nclient, redis_client, run_id)
         assert first["headers"]["X-Chordflow-Idempotency-Key"] == second["headers"]["X-Chordflow-Idempotency-Key"]
         assert [x["outcome"] for x in records] == ["delivered"]
